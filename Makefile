@@ -1,0 +1,238 @@
+# qilin - one entry point.
+#
+#   make [all]        library, tests, benchmarks and BPF objects
+#   make lib          libqilin.a, libqilin.so.N, qilin.pc
+#   make bpf          vmlinux.h from the running kernel's BTF, BPF objects, skeletons
+#   make test         install what is missing, build, run the Check suites
+#   make test-stress  the heavier torture tests
+#   make bench        bench/run.sh (installs the peers it needs)
+#   make demo         install what is missing, build, run the main job
+#   make install / uninstall   (prefix=/usr/local, DESTDIR=)
+#
+# Knobs: V=1 (echo commands), SAN=address,undefined or SAN=thread (separate
+# build folder), WERROR=1, CC=, CFLAGS=, BUILD= (output folder).
+
+VERSION_MAJOR := 0
+VERSION_MINOR := 1
+VERSION_PATCH := 0
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
+prefix ?= /usr/local
+libdir ?= $(prefix)/lib
+includedir ?= $(prefix)/include
+bindir ?= $(prefix)/bin
+pkgconfigdir ?= $(libdir)/pkgconfig
+
+CC ?= cc
+CLANG ?= clang
+BPFTOOL ?= bpftool
+PKG_CONFIG ?= pkg-config
+
+SAN ?=
+ifeq ($(SAN),)
+BUILD ?= build
+else
+BUILD ?= build/san-$(subst $(comma),-,$(SAN))
+endif
+comma := ,
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-8s %s\n' $(1) $(2)
+endif
+
+CFLAGS ?= -O2 -g
+override CFLAGS += -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter \
+	-Wstrict-prototypes -Wmissing-prototypes -fno-strict-aliasing \
+	-D_GNU_SOURCE -pthread -Iuring -Ilib -Ilib/include -MMD -MP
+ifeq ($(WERROR),1)
+override CFLAGS += -Werror
+endif
+ifneq ($(SAN),)
+override CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
+override LDFLAGS += -fsanitize=$(SAN)
+endif
+LIB_CFLAGS := -fPIC -fvisibility=hidden
+URING_LIBS := $(shell $(PKG_CONFIG) --libs liburing 2>/dev/null || echo -luring)
+CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
+CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null || echo -lcheck -lsubunit -lm -lrt)
+LIBS := $(URING_LIBS) -pthread
+
+.DELETE_ON_ERROR:
+.SUFFIXES:
+.PHONY: all lib bpf test test-unit test-tsan test-stress bench demo install uninstall \
+	clean deps-test deps-demo FORCE
+
+# ---------------------------------------------------------------- sources
+
+URING_SRCS := $(wildcard uring/*.c)
+LIB_SRCS := $(wildcard lib/*.c)
+CORE_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(URING_SRCS) $(LIB_SRCS))
+
+STATIC_LIB := $(BUILD)/libqilin.a
+SONAME := libqilin.so.$(VERSION_MAJOR)
+SHARED_LIB := $(BUILD)/libqilin.so.$(VERSION)
+PC_FILE := $(BUILD)/qilin.pc
+
+TEST_HELPERS := $(BUILD)/obj/tests/helpers.o
+TEST_SRCS := $(wildcard tests/check_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
+TEST_PROGS_SRCS := $(wildcard tests/prog_*.c)
+TEST_PROGS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_PROGS_SRCS))
+
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+
+all: lib tests benches bpf
+
+lib: $(STATIC_LIB) $(SHARED_LIB) $(BUILD)/libqilin.so $(PC_FILE)
+
+# Rebuild everything when the compile flags change.
+FLAGS_STAMP := $(BUILD)/.flags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(@D)
+	@echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $@
+
+$(BUILD)/obj/uring/%.o $(BUILD)/obj/lib/%.o: override CFLAGS += $(LIB_CFLAGS)
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(STATIC_LIB): $(CORE_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(SHARED_LIB): $(CORE_OBJS) lib/qilin.map
+	$(call msg,LD,$@)
+	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/qilin.map \
+		-Wl,-z,defs $(LDFLAGS) -o $@ $(CORE_OBJS) $(LIBS)
+
+$(BUILD)/libqilin.so: $(SHARED_LIB)
+	$(Q)ln -sf libqilin.so.$(VERSION) $(BUILD)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $@
+
+$(PC_FILE): qilin.pc.in Makefile
+	$(call msg,GEN,$@)
+	@mkdir -p $(@D)
+	$(Q)sed -e 's|@prefix@|$(prefix)|' -e 's|@libdir@|$(libdir)|' \
+		-e 's|@includedir@|$(includedir)|' -e 's|@version@|$(VERSION)|' $< > $@
+
+# ---------------------------------------------------------------- tests
+
+.PHONY: tests benches
+tests: $(TEST_BINS) $(TEST_PROGS)
+
+$(BUILD)/obj/tests/%.o: override CFLAGS += $(CHECK_CFLAGS) -Itests
+
+$(BUILD)/tests/check_%: $(BUILD)/obj/tests/check_%.o $(TEST_HELPERS) $(STATIC_LIB)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
+
+$(BUILD)/tests/prog_%: $(BUILD)/obj/tests/prog_%.o $(STATIC_LIB)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# make test: what README shows. Installs missing packages, builds, runs every
+# suite, then the ring suite again with every feature forced off through the
+# environment (the old-kernel paths, reached the way a user would).
+test: deps-test
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)tests/run.sh $(BUILD)
+
+test-unit: tests
+	$(Q)tests/run.sh $(BUILD)
+
+# The concurrency suites only (what CI runs under SAN=thread).
+test-tsan: tests
+	$(Q)QILIN_TEST_ONLY="$(TSAN_SUITES)" tests/run.sh $(BUILD)
+TSAN_SUITES ?= check_ring
+
+test-stress: deps-test
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)QILIN_STRESS=1 tests/run.sh $(BUILD)
+
+deps-test:
+	$(Q)scripts/deps.sh build bpf
+
+deps-demo:
+	$(Q)scripts/deps.sh build
+
+# ---------------------------------------------------------------- bench, demo
+
+benches: $(BENCH_BINS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC_LIB)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lm
+
+bench:
+	$(Q)bench/run.sh
+
+demo: deps-demo
+	$(Q)$(MAKE) --no-print-directory lib benches
+	$(Q)$(BUILD)/bench/uring_demo
+
+# ---------------------------------------------------------------- bpf
+
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
+BPF_SKELS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.skel.h,$(BPF_SRCS))
+BPF_USER_SRCS := $(filter-out $(wildcard bpf/*.bpf.c),$(wildcard bpf/*.c))
+BPF_BINS := $(patsubst bpf/%.c,$(BUILD)/bpf/%,$(BPF_USER_SRCS))
+BPF_ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
+BPF_LIBS := $(shell $(PKG_CONFIG) --libs libbpf 2>/dev/null || echo -lbpf -lelf -lz)
+
+bpf: $(BPF_SKELS) $(BPF_BINS)
+
+$(BUILD)/bpf/vmlinux.h:
+	$(call msg,BTF,$@)
+	@mkdir -p $(@D)
+	$(Q)test -r $(VMLINUX_BTF) || { echo "no kernel BTF at $(VMLINUX_BTF):" \
+		"the kernel needs CONFIG_DEBUG_INFO_BTF=y for the observer" >&2; exit 1; }
+	$(Q)$(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@
+
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/bpf/vmlinux.h $(wildcard bpf/*.h)
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -I$(BUILD)/bpf -Ibpf \
+		-c $< -o $@.tmp && $(BPFTOOL) gen object $@ $@.tmp && rm -f $@.tmp
+
+$(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< > $@
+
+$(BUILD)/bpf/%: bpf/%.c $(BPF_SKELS) $(STATIC_LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bpf -o $@ $< $(LDFLAGS) $(BPF_LIBS) $(STATIC_LIB) $(LIBS)
+
+# ---------------------------------------------------------------- install
+
+install: lib
+	install -d $(DESTDIR)$(libdir) $(DESTDIR)$(includedir) $(DESTDIR)$(pkgconfigdir)
+	install -m 644 lib/include/qilin.h $(DESTDIR)$(includedir)/qilin.h
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(libdir)/libqilin.a
+	install -m 755 $(SHARED_LIB) $(DESTDIR)$(libdir)/libqilin.so.$(VERSION)
+	ln -sf libqilin.so.$(VERSION) $(DESTDIR)$(libdir)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(libdir)/libqilin.so
+	install -m 644 $(PC_FILE) $(DESTDIR)$(pkgconfigdir)/qilin.pc
+	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(includedir)/qilin.h $(DESTDIR)$(libdir)/libqilin.a \
+		$(DESTDIR)$(libdir)/libqilin.so.$(VERSION) $(DESTDIR)$(libdir)/$(SONAME) \
+		$(DESTDIR)$(libdir)/libqilin.so $(DESTDIR)$(pkgconfigdir)/qilin.pc
+
+clean:
+	rm -rf build
+
+FORCE:
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
