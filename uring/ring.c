@@ -91,6 +91,15 @@ struct ql_bufgroup {
 
 /* ------------------------------------------------------------ counters */
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+
 /*
  * Counters are written by the owner only. A relaxed load-add-store is enough
  * (no other writer can interleave) and, unlike a plain add, lets other
@@ -539,7 +548,13 @@ int ql__ring_init(struct ql_ring *r, const struct ql_ring_opts *opts)
 		r->inflight_cap = r->cq_entries;
 
 	if (!(o.flags & QL_RING_O_NO_WAKE)) {
-		r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		/*
+		 * Blocking on purpose: io_uring hands -EAGAIN straight back for
+		 * O_NONBLOCK files instead of polling them, which would turn the
+		 * armed read into a busy loop. Writers never block (the counter
+		 * cannot reach its 2^64-2 limit one wake-up at a time).
+		 */
+		r->wake_fd = eventfd(0, EFD_CLOEXEC);
 		if (r->wake_fd < 0) {
 			ret = -errno;
 			set_error("ql__ring_init: eventfd for wake-ups: %s", strerror(errno));
@@ -616,23 +631,31 @@ int ql__ring_submit(struct ql_ring *r, unsigned wait_nr, uint64_t timeout_ns)
 		ts.tv_nsec = (long long)(timeout_ns % NSEC_PER_SEC);
 		if (!(r->features & QL_RING_F_EXT_ARG)) {
 			/*
-			 * No timeout argument to enter: queue a timeout operation
-			 * that completes the wait. An earlier one still armed is
-			 * removed first (its CQE may end this wait early, which
-			 * the contract allows).
+			 * No timeout argument to enter: a timeout operation ends
+			 * the wait instead. One stays armed across waits: if it
+			 * expires no later than this wait's deadline it serves
+			 * (ending the wait early is allowed); otherwise it is
+			 * removed and a nearer one armed. Re-arming on every wait
+			 * would make each wait end at once on the removed
+			 * timeout's CQE, and an idle loop spin.
 			 */
+			uint64_t deadline = now_ns() + timeout_ns;
 			struct io_uring_sqe *sqe;
 
-			if (r->tmo_armed) {
-				sqe = sqe_internal(r, UD_UNCOUNTED);
-				io_uring_prep_timeout_remove(sqe, UD_WAIT_TMO, 0);
-				io_uring_sqe_set_data64(sqe, UD_UNCOUNTED);
+			if (!r->tmo_live || r->tmo_deadline > deadline) {
+				if (r->tmo_live) {
+					sqe = sqe_internal(r, UD_UNCOUNTED);
+					io_uring_prep_timeout_remove(sqe, UD_WAIT_TMO, 0);
+					io_uring_sqe_set_data64(sqe, UD_UNCOUNTED);
+				}
+				r->tmo_ts = ts;
+				sqe = sqe_internal(r, UD_WAIT_TMO);
+				io_uring_prep_timeout(sqe, &r->tmo_ts, 0, 0);
+				io_uring_sqe_set_data64(sqe, UD_WAIT_TMO);
+				r->tmo_armed++;
+				r->tmo_live = 1;
+				r->tmo_deadline = deadline;
 			}
-			r->tmo_ts = ts;
-			sqe = sqe_internal(r, UD_WAIT_TMO);
-			io_uring_prep_timeout(sqe, &r->tmo_ts, 0, 0);
-			io_uring_sqe_set_data64(sqe, UD_WAIT_TMO);
-			r->tmo_armed++;
 		}
 	}
 
@@ -968,10 +991,15 @@ static void stream_cqe(struct ql_ring *r, struct ql_op *op, int res, unsigned fl
 
 static void wake_cqe(struct ql_ring *r, int res)
 {
-	ST_ADD(r, wakeups, 1);
 	r->wake_armed = 0;
 	if (res == -ECANCELED || r->exiting)
 		return;
+	if (res < 0) {
+		/* The eventfd read cannot fail short of a bug; do not spin on it. */
+		fprintf(stderr, "qilin: wake-up read failed: %s\n", strerror(-res));
+		return;
+	}
+	ST_ADD(r, wakeups, 1);
 	arm_wake(r);
 }
 
@@ -998,18 +1026,13 @@ static void dispatch(struct ql_ring *r, uint64_t ud, int res, unsigned flags)
 			ST_ADD(r, wakeups, 1);
 			break;
 		case UD_WAKE_READ:
-			/* -EAGAIN: eventfd drained by a racing read; re-arm. */
-			if (res == -EAGAIN) {
-				r->wake_armed = 0;
-				if (!r->exiting)
-					arm_wake(r);
-			} else {
-				wake_cqe(r, res);
-			}
+			wake_cqe(r, res);
 			break;
 		case UD_WAIT_TMO:
 			if (r->tmo_armed)
 				r->tmo_armed--;
+			if (!r->tmo_armed)
+				r->tmo_live = 0;
 			break;
 		case UD_CANCEL_ALL:
 			if (res == -EINVAL)
@@ -1323,7 +1346,7 @@ void ql__bufgroup_put(struct ql_bufgroup *bg, unsigned bid)
 	struct ql_ring *r;
 	struct ql_op *op;
 
-	if (!bg || bid >= bg->nbufs)
+	if (!bg || bid >= bg->nbufs || !bg->r)
 		return;
 	r = bg->r;
 	if (bg->br) {
@@ -1361,6 +1384,14 @@ void ql__bufgroup_destroy(struct ql_bufgroup *bg)
 	if (!bg)
 		return;
 	r = bg->r;
+	if (!r) {
+		/* Orphaned by ql__ring_exit(): the kernel side is gone already. */
+		if (bg->br)
+			munmap(bg->br, bg->br_len);
+		munmap(bg->base, bg->base_len);
+		free(bg);
+		return;
+	}
 	if (bg->starved) {
 		fprintf(stderr, "qilin: buffer group %u destroyed with streams stalled on it\n",
 			bg->bgid);
@@ -1430,14 +1461,6 @@ int ql__ring_iowq_cap(struct ql_ring *r, unsigned bounded, unsigned unbounded)
 
 /* ------------------------------------------------------------ teardown */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
-
 int ql__ring_exit(struct ql_ring *r, uint64_t timeout_ns)
 {
 	uint64_t deadline;
@@ -1480,8 +1503,15 @@ int ql__ring_exit(struct ql_ring *r, uint64_t timeout_ns)
 			io_uring_sqe_set_data64(sqe, UD_UNCOUNTED);
 			r->wake_cancel_sent = 1;
 		}
+		/*
+		 * The cancel above ends everything promptly, so wait without a
+		 * timeout when one would need a timeout operation (no EXT_ARG):
+		 * arming those here would be one more thing to drain.
+		 */
 		uint64_t left = deadline == UINT64_MAX ? 0 : deadline - now;
-		ret = ql__ring_run(r, 1, left ? left : (deadline == UINT64_MAX ? 0 : 1));
+		if (!(r->features & QL_RING_F_EXT_ARG) && !r->cancel_any_broken)
+			left = 0;
+		ret = ql__ring_run(r, 1, left);
 		if (ret < 0 && ret != -EAGAIN && ret != -EBUSY && ret != -EINTR)
 			break;
 		ret = 0;
@@ -1489,6 +1519,20 @@ int ql__ring_exit(struct ql_ring *r, uint64_t timeout_ns)
 	if (ret == -ETIMEDOUT)
 		set_error("ql__ring_exit: %u operations still in flight after the timeout",
 			  r->inflight);
+	/*
+	 * Buffer groups outlive the ring only as memory: nothing in flight can
+	 * use them any more, so drop the kernel's side and orphan them; their
+	 * owners still call ql__bufgroup_destroy() to free the memory.
+	 */
+	while (r->groups) {
+		struct ql_bufgroup *bg = r->groups;
+
+		r->groups = bg->next;
+		if (bg->br)
+			io_uring_unregister_buf_ring(&r->uring, bg->bgid);
+		bg->r = NULL;
+		bg->next = NULL;
+	}
 	io_uring_queue_exit(&r->uring);
 	r->uring.ring_fd = -1;
 	if (r->wake_fd >= 0)

@@ -158,6 +158,8 @@ struct ql_ring {
 	unsigned reaping;	 /* reap nesting depth */
 	unsigned reserved;	 /* SQEs promised by ql__ring_reserve() */
 	unsigned tmo_armed;	 /* wait timeouts in flight (no EXT_ARG) */
+	uint8_t tmo_live;	 /* the newest wait timeout is armed */
+	uint64_t tmo_deadline;	 /* when it expires (monotonic ns) */
 	uint8_t live;		 /* init succeeded, exit not done */
 	uint8_t exiting;	 /* ql__ring_exit() is draining */
 	uint8_t wake_armed;	 /* the eventfd read is in flight */

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tests/helpers.h - shared test helpers (prefix t_).
+ *
+ * The ring configurations every ring-layer feature is tested under live
+ * here: like liburing's FOR_ALL_TEST_CONFIGS, T_FOR_ALL_CONFIGS(cfg) runs a
+ * block once per configuration, each forcing a different set of features
+ * off, so that the paths an older kernel takes are exercised on this one.
+ */
+#ifndef QILIN_TEST_HELPERS_H
+#define QILIN_TEST_HELPERS_H
+
+#include <stdint.h>
+#include <check.h>
+
+#include "ring.h"
+
+struct t_config {
+	const char *name;   /* QILIN_URING_DISABLE spelling */
+	unsigned disable;   /* QL_RING_F_* forced off */
+};
+
+extern const struct t_config t_configs[];
+extern const unsigned t_nconfigs;
+
+#define T_FOR_ALL_CONFIGS(cfg)                                                    \
+	for (const struct t_config *cfg = t_configs; cfg < t_configs + t_nconfigs; cfg++)
+
+/* Set up a ring for cfg (environment ignored); fails the test on error. */
+void t_ring_init(struct ql_ring *r, const struct t_config *cfg, unsigned sq, unsigned flags);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t t_now_ns(void);
+
+/* Number of open file descriptors of this process (from /proc/self/fd). */
+int t_fd_count(void);
+
+/* A TCP listener on 127.0.0.1 with an ephemeral port; returns fd, sets *port. */
+int t_listen_tcp(uint16_t *port);
+
+/* A blocking TCP connection to 127.0.0.1:port. */
+int t_connect_tcp(uint16_t port);
+
+/* Run the Check suite built by make_suite; exit status for main(). */
+int t_run_suite(Suite *s);
+
+#endif
