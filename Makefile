@@ -56,12 +56,20 @@ override CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recov
 override LDFLAGS += -fsanitize=$(SAN)
 endif
 LIB_CFLAGS := -fPIC -fvisibility=hidden
+# No undefined symbols in libqilin.so; but not under sanitizers, where clang
+# leaves the sanitizer runtime out of shared objects (the program brings it).
+ifeq ($(SAN),)
+SO_ZDEFS := -Wl,-z,defs
+endif
 URING_LIBS := $(shell $(PKG_CONFIG) --libs liburing 2>/dev/null || echo -luring)
 CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null || echo -lcheck -lsubunit -lm -lrt)
 LIBS := $(URING_LIBS) -pthread
 
 .DELETE_ON_ERROR:
+# Keep the objects that pattern-rule chains make (tests, bench, BPF): as
+# "intermediate" files make would delete them after each link.
+.SECONDARY:
 .SUFFIXES:
 .PHONY: all lib bpf test test-unit test-tsan test-stress bench demo install uninstall \
 	clean deps-test deps-demo FORCE
@@ -90,11 +98,23 @@ all: lib tests benches bpf
 
 lib: $(STATIC_LIB) $(SHARED_LIB) $(BUILD)/libqilin.so $(PC_FILE)
 
-# Rebuild everything when the compile flags change.
+# Rebuild everything when the compile flags change. The flags are captured
+# here, once, with ":=": expanded inside the recipe they would pick up the
+# target-specific additions (LIB_CFLAGS, CHECK_CFLAGS) of whichever object
+# happened to need the stamp first, and the stamp would flip between
+# "make lib" and "make tests", rebuilding everything each time.
 FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_STRING := $(CC) $(CFLAGS) $(LDFLAGS) | $(LIB_CFLAGS) | $(CHECK_CFLAGS)
 $(FLAGS_STAMP): FORCE
 	@mkdir -p $(@D)
-	@echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $@
+	@echo '$(FLAGS_STRING)' | cmp -s - $@ || echo '$(FLAGS_STRING)' > $@
+
+# Regenerate qilin.pc when the install paths change (make install prefix=...).
+PATHS_STAMP := $(BUILD)/.paths
+PATHS_STRING := $(prefix) $(libdir) $(includedir) $(VERSION)
+$(PATHS_STAMP): FORCE
+	@mkdir -p $(@D)
+	@echo '$(PATHS_STRING)' | cmp -s - $@ || echo '$(PATHS_STRING)' > $@
 
 $(BUILD)/obj/uring/%.o $(BUILD)/obj/lib/%.o: override CFLAGS += $(LIB_CFLAGS)
 
@@ -110,13 +130,13 @@ $(STATIC_LIB): $(CORE_OBJS)
 $(SHARED_LIB): $(CORE_OBJS) lib/qilin.map
 	$(call msg,LD,$@)
 	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/qilin.map \
-		-Wl,-z,defs $(LDFLAGS) -o $@ $(CORE_OBJS) $(LIBS)
+		$(SO_ZDEFS) $(LDFLAGS) -o $@ $(CORE_OBJS) $(LIBS)
 
 $(BUILD)/libqilin.so: $(SHARED_LIB)
 	$(Q)ln -sf libqilin.so.$(VERSION) $(BUILD)/$(SONAME)
 	$(Q)ln -sf $(SONAME) $@
 
-$(PC_FILE): qilin.pc.in Makefile
+$(PC_FILE): qilin.pc.in Makefile $(PATHS_STAMP)
 	$(call msg,GEN,$@)
 	@mkdir -p $(@D)
 	$(Q)sed -e 's|@prefix@|$(prefix)|' -e 's|@libdir@|$(libdir)|' \
@@ -190,6 +210,12 @@ BPF_BINS := $(patsubst bpf/%.c,$(BUILD)/bpf/%,$(BPF_USER_SRCS))
 BPF_ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
 BPF_LIBS := $(shell $(PKG_CONFIG) --libs libbpf 2>/dev/null || echo -lbpf -lelf -lz)
+# clang -target bpf does not search the multiarch folder where Debian keeps
+# asm/ (which <bpf/usdt.bpf.h> reaches through <linux/errno.h>): hand it the
+# host's system include folders, after its own, as libbpf-bootstrap does.
+# Recursive, so clang only runs when a BPF object is built.
+CLANG_BPF_SYS_INCLUDES ?= $(shell $(CLANG) -v -E - </dev/null 2>&1 \
+	| sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter \1|p }')
 
 bpf: $(BPF_SKELS) $(BPF_BINS)
 
@@ -203,7 +229,7 @@ $(BUILD)/bpf/vmlinux.h:
 $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/bpf/vmlinux.h $(wildcard bpf/*.h)
 	$(call msg,BPF,$@)
 	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -I$(BUILD)/bpf -Ibpf \
-		-c $< -o $@.tmp && $(BPFTOOL) gen object $@ $@.tmp && rm -f $@.tmp
+		$(CLANG_BPF_SYS_INCLUDES) -c $< -o $@.tmp && $(BPFTOOL) gen object $@ $@.tmp && rm -f $@.tmp
 
 $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(call msg,SKEL,$@)

@@ -32,11 +32,15 @@ const unsigned t_nconfigs = sizeof(t_configs) / sizeof(t_configs[0]);
 
 void t_ring_init(struct ql_ring *r, const struct t_config *cfg, unsigned sq, unsigned flags)
 {
+	/*
+	 * QILIN_URING_DISABLE, when set (tests/run.sh sets it for a second
+	 * pass), applies on top of the configuration, the way a user's would.
+	 */
 	struct ql_ring_opts o = {
 		.sz = sizeof(o),
 		.sq_entries = sq,
 		.disable = cfg->disable,
-		.flags = flags | QL_RING_O_NO_ENV,
+		.flags = flags | (t_env_disable() ? 0 : QL_RING_O_NO_ENV),
 	};
 	int ret = ql__ring_init(r, &o);
 
@@ -45,6 +49,14 @@ void t_ring_init(struct ql_ring *r, const struct t_config *cfg, unsigned sq, uns
 	ck_assert_msg((r->features & cfg->disable) == 0,
 		      "config %s: disabled features granted anyway (0x%x)", cfg->name,
 		      r->features & cfg->disable);
+}
+
+unsigned t_env_disable(void)
+{
+	unsigned mask = 0;
+
+	ql__ring_parse_features(getenv(QL_RING_DISABLE_ENV), &mask);
+	return mask;
 }
 
 uint64_t t_now_ns(void)

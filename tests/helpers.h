@@ -29,6 +29,9 @@ extern const unsigned t_nconfigs;
 /* Set up a ring for cfg (environment ignored); fails the test on error. */
 void t_ring_init(struct ql_ring *r, const struct t_config *cfg, unsigned sq, unsigned flags);
 
+/* Features QILIN_URING_DISABLE forces off (0 when unset). */
+unsigned t_env_disable(void);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t t_now_ns(void);
 
