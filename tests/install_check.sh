@@ -82,7 +82,7 @@ if [ -n "$offenders" ]; then
 	printf '%s\n' "$offenders" | sed 's/^/    /'
 	fail "exports (fix lib/qilin.map or the visibility of these symbols)"
 fi
-printf '%s\n' "$syms" | grep -qx ql_version ||
+printf '%s\n' "$syms" | grep -x ql_version >/dev/null ||
 	fail "libqilin.so does not export ql_version (is it declared with default visibility in qilin.h?)"
 echo "ok exports: $(printf '%s\n' "$syms" | grep -c .) symbols, all ql_*"
 
@@ -123,7 +123,7 @@ cc=${CC:-cc}
 $cc -std=gnu11 -Wall -Wextra -Werror -o "$tmp/app" "$tmp/app.c" $flags ||
 	fail "building a program against the installed qilin.h and libqilin.so: $cc ... $flags"
 out=$(LD_LIBRARY_PATH=$usr/lib "$tmp/app") || fail "running the program linked to libqilin.so"
-LD_LIBRARY_PATH=$usr/lib ldd "$tmp/app" | grep -q "=> $usr/lib/$soname" ||
+LD_LIBRARY_PATH=$usr/lib ldd "$tmp/app" | grep "=> $usr/lib/$soname" >/dev/null ||
 	fail "the program did not load the installed libqilin.so"
 echo "ok shared: built with \`pkg-config --cflags --libs qilin\`, runs: $out"
 
