@@ -217,7 +217,7 @@ BPF_LIBS := $(shell $(PKG_CONFIG) --libs libbpf 2>/dev/null || echo -lbpf -lelf 
 CLANG_BPF_SYS_INCLUDES ?= $(shell $(CLANG) -v -E - </dev/null 2>&1 \
 	| sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter \1|p }')
 
-bpf: $(BPF_SKELS) $(BPF_BINS)
+bpf: $(BPF_OBJS) $(BPF_SKELS) $(BPF_BINS)
 
 $(BUILD)/bpf/vmlinux.h:
 	$(call msg,BTF,$@)

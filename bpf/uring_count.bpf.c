@@ -35,8 +35,10 @@
  * found room in the CQ ring; a CQE that did not goes to the overflow list
  * (io_uring:io_uring_cqe_overflow, 5.19+) and is copied into the ring later
  * without any event. Those are counted apart (UC_CQ_OVERFLOWS) so user space
- * can say that `cqes` is short. (Before 6.0-ish, io_uring_complete fired
- * before the room check, so an overflowed CQE was in both counters.)
+ * can say that `cqes` may be short (checked on 6.18: 8 + 32 overflowed for 40
+ * CQEs). 5.x kernels fired io_uring_complete before the room check, so there
+ * an overflowed CQE is in both counters; by 6.6 the event had moved after it.
+ * The JSON keeps `cqes` = io_uring_complete events on every kernel.
  *
  * Program pairs: each event has a tp_btf program (raw tracepoint with typed
  * arguments, cheapest, no tracefs needed) and a classic `tracepoint/` twin

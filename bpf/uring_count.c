@@ -259,19 +259,24 @@ static pid_t pid_to_tgid(pid_t pid)
 
 /*
  * The tracefs events folder, where classic tracepoints are listed, or NULL
- * when tracefs is mounted in neither usual place. libbpf 1.1 reads the same
- * two places (debugfs's first when it exists).
+ * when tracefs is mounted in neither usual place (*err = ENOENT) or cannot
+ * be read by this user (*err = EACCES: it is mode 0700, root's). libbpf 1.1
+ * reads the same two places, debugfs's first when it exists.
  */
-static const char *tracefs_events(void)
+static const char *tracefs_events(int *err)
 {
 	static const char *const dirs[] = {
 		"/sys/kernel/debug/tracing/events",
 		"/sys/kernel/tracing/events",
 	};
 
-	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+	*err = ENOENT;
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
 		if (access(dirs[i], F_OK) == 0)
 			return dirs[i];
+		if (errno == EACCES)
+			*err = EACCES;
+	}
 	return NULL;
 }
 
@@ -280,6 +285,7 @@ static const char *tracefs_events(void)
 struct chooser {
 	struct btf *btf;	/* the running kernel's */
 	const char *events;	/* tracefs_events(), or NULL */
+	int events_err;		/* why events is NULL: ENOENT or EACCES */
 	bool probe_eperm;	/* a tp_btf probe load was refused with EPERM */
 };
 
@@ -380,12 +386,20 @@ static void use(struct bpf_program *prog, const char *what)
 /* Neither program of a required pair can run: say why. */
 static int missing(const struct chooser *c, const char *event)
 {
+	const char *why = env.only_classic ? "tp_btf programs are off by --only-classic" :
+					     "this kernel has no tp_btf tracepoint for it";
+
 	if (c->probe_eperm) {
 		explain_eperm();
-	} else if (!c->events || env.only_btf) {
-		fprintf(stderr, "uring_count: tracefs is not mounted, and this kernel has no "
-				"tp_btf tracepoint for %s, so the classic one is needed: %s\n",
-			event, TRACEFS_HINT);
+	} else if (env.only_btf) {
+		fprintf(stderr, "uring_count: %s needs a classic tracepoint, and tracefs is off "
+				"(--only-btf)\n", event);
+	} else if (!c->events && c->events_err == EACCES) {
+		fprintf(stderr, "uring_count: %s needs a classic tracepoint (%s), and tracefs "
+				"cannot be read by this user: run as root\n", event, why);
+	} else if (!c->events) {
+		fprintf(stderr, "uring_count: %s needs a classic tracepoint (%s), and tracefs "
+				"is not mounted: %s\n", event, why, TRACEFS_HINT);
 	} else {
 		fprintf(stderr, "uring_count: this kernel has no tracepoint %s (io_uring "
 				"tracepoints need CONFIG_IO_URING and Linux 5.5+)\n", event);
@@ -460,7 +474,7 @@ static int choose_programs(struct uring_count_bpf *skel, struct chooser *c)
 		use(skel->progs.enter_tp, "enters");
 	else if (tp_arg_kind(c->btf, "sys_enter", 1) == ARG_OTHER && tp_btf_works(c, "sys_enter"))
 		use(skel->progs.enter_btf, "enters");
-	else if (!c->events || env.only_btf)
+	else if (!c->events || env.only_btf || c->probe_eperm)
 		return missing(c, "syscalls:sys_enter_io_uring_enter");
 	else {
 		fprintf(stderr, "uring_count: this kernel has neither syscalls:sys_enter_io_uring_enter "
@@ -552,9 +566,10 @@ static void print_caveats(struct uring_count_bpf *skel, const struct counts *c)
 	unsigned long long misses = prog_misses(skel);
 
 	if (c->v[UC_CQ_OVERFLOWS])
-		fprintf(stderr, "uring_count: warning: %llu CQEs overflowed the CQ ring; the "
-				"kernel copies them in later without an io_uring_complete event, so "
-				"cqes may be short by that many\n", c->v[UC_CQ_OVERFLOWS]);
+		fprintf(stderr, "uring_count: warning: %llu CQEs overflowed the CQ ring; recent "
+				"kernels (6.18 checked) copy them in later without an "
+				"io_uring_complete event, so cqes may be short by that many\n",
+			c->v[UC_CQ_OVERFLOWS]);
 	if (c->v[UC_RINGS_LOST])
 		fprintf(stderr, "uring_count: warning: more than %d rings; completions of %llu "
 				"of them were not counted\n", UC_MAX_RINGS, c->v[UC_RINGS_LOST]);
@@ -775,7 +790,7 @@ int main(int argc, char **argv)
 			VMLINUX_BTF, strerror(errno));
 		return 1;
 	}
-	ch.events = tracefs_events();
+	ch.events = tracefs_events(&ch.events_err);
 
 	if (env.pid) {
 		target = pid_to_tgid(env.pid);
