@@ -352,6 +352,14 @@ int ql__ring_file_set(struct ql_ring *r, unsigned idx, int fd);
  */
 int ql__ring_iowq_cap(struct ql_ring *r, unsigned bounded, unsigned unbounded);
 
+/*
+ * The kernel work of the once-per-process feature probe (a scratch ring made
+ * by the first ql__ring_init()), counted like a ring's. Adding it to every
+ * ring's counters gives the process's whole io_uring activity. Written once,
+ * before the first ql__ring_init() returns.
+ */
+extern struct ql_ring_stats ql__ring_probe_stats;
+
 /* Copy the ring's counters (any thread). */
 void ql__ring_stats(const struct ql_ring *r, struct ql_ring_stats *out);
 
