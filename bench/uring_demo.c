@@ -45,15 +45,22 @@
 
 #include "ring.h"
 
+/* Units. */
+#define KIB 1024
+#define MIB (KIB * KIB)
+#define BYTES_PER_MB 1e6
+#define NSEC_PER_SEC 1e9
+#define NS_PER_S 1000000000ull
+
 /* The copy: default file size, queue depth, chunk size and the buffers' alignment. */
 #define DEFAULT_FILE_MIB 64
-#define MAX_FILE_MIB (64 * 1024)
+#define MAX_FILE_MIB (64 * KIB)
 #define COPY_QD 32
-#define CHUNK_SIZE (128 * 1024)
+#define CHUNK_SIZE (128 * KIB)
 #define BUF_ALIGN 4096
 
 /* Block size used to write the source file and to compare the two files. */
-#define IO_BLOCK (1024 * 1024)
+#define IO_BLOCK MIB
 
 /* Seed of the xorshift64* generator that fills the source file. */
 #define RANDOM_SEED 0x9e3779b97f4a7c15ull
@@ -65,11 +72,10 @@
 #define MAX_NOP_SECONDS 60.0
 
 /* How long ql__ring_exit() may wait for in-flight operations. */
-#define EXIT_TIMEOUT_NS 5000000000ull
+#define EXIT_TIMEOUT_NS (5 * NS_PER_S)
 
-#define MIB (1024 * 1024)
-#define BYTES_PER_MB 1e6
-#define NSEC_PER_SEC 1e9
+/* Room for ql__ring_features_str(): every feature name, comma-separated. */
+#define FEATURES_STR_LEN 256
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -123,7 +129,7 @@ static uint64_t now_ns(void)
 
 	/* CLOCK_MONOTONIC goes through the vDSO; it cannot fail with a valid clock id. */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
 }
 
 static double sqes_per_enter(const struct ql_ring_stats *a, const struct ql_ring_stats *b)
@@ -358,7 +364,7 @@ static int demo_copy(struct demo *d, const char *dir, uint64_t size)
 
 	printf("File copy: %" PRIu64 " MiB in %s, %d reads of %d KiB in flight, each followed "
 	       "by its write\n",
-	       size / MIB, dir, COPY_QD, CHUNK_SIZE / 1024);
+	       size / MIB, dir, COPY_QD, CHUNK_SIZE / KIB);
 	if (fill_random(job->src, size))
 		return -1;
 	job->size = size;
@@ -533,7 +539,7 @@ static int parse_args(int argc, char **argv, uint64_t *size, double *seconds)
 static void print_ring(const struct ql_ring *r)
 {
 	const char *env = getenv(QL_RING_DISABLE_ENV);
-	char features[256];
+	char features[FEATURES_STR_LEN];
 
 	ql__ring_features_str(r->features, features, sizeof(features));
 	printf("Ring: sq %u, cq %u, setup flags 0x%x, at most %u operations in flight\n",
