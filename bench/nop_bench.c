@@ -134,6 +134,12 @@ struct layer_round {
 	unsigned inflight;
 	int stop; /* set once the round's time is up */
 	int err;  /* first error seen (a negative errno), or 0 */
+	/*
+	 * NOPs the continuation may still send out: limit (or "unlimited"),
+	 * zeroed by stop or by an error. One decrement per NOP keeps the
+	 * harness's own cost per operation as low as the raw loop's.
+	 */
+	uint64_t budget;
 };
 
 struct layer_slot {
@@ -308,7 +314,7 @@ static int plain_round(struct plain *p, const struct config *c, uint64_t limit,
 
 static int layer_may_issue(const struct layer_round *lr)
 {
-	return !lr->stop && !lr->err && (!lr->limit || lr->issued < lr->limit);
+	return lr->budget != 0;
 }
 
 /* Queue a slot's first NOP of a round (the continuation re-queues the later ones itself). */
@@ -321,6 +327,7 @@ static int layer_queue_nop(struct ql_ring *r, struct layer_slot *s)
 	io_uring_prep_nop(sqe);
 	ql__ring_sqe_op(sqe, &s->op);
 	s->round->issued++;
+	s->round->budget--;
 	s->round->inflight++;
 	return 0;
 }
@@ -337,17 +344,20 @@ static void layer_nop_done(struct ql_ring *r, struct ql_op *op, int res, unsigne
 	struct io_uring_sqe *sqe;
 
 	lr->done++;
-	if (__builtin_expect(res < 0, 0) && !lr->err)
+	if (__builtin_expect(res < 0, 0) && !lr->err) {
 		lr->err = res;
+		lr->budget = 0;
+	}
 	if (layer_may_issue(lr)) {
 		sqe = ql__ring_sqe(r, op);
 		if (sqe) {
 			io_uring_prep_nop(sqe);
 			ql__ring_sqe_op(sqe, op);
-			lr->issued++;
+			lr->budget--;
 			return;
 		}
 		lr->err = -EBUSY;
+		lr->budget = 0;
 	}
 	lr->inflight--;
 }
@@ -364,6 +374,7 @@ static int layer_round(struct ql_ring *r, struct layer_round *lr, struct layer_s
 
 	memset(lr, 0, sizeof(*lr));
 	lr->limit = limit;
+	lr->budget = limit ? limit : UINT64_MAX;
 	for (i = 0; i < c->depth; i++) {
 		memset(&slots[i], 0, sizeof(slots[i]));
 		slots[i].op.fn = layer_nop_done;
@@ -393,7 +404,7 @@ static int layer_round(struct ql_ring *r, struct layer_round *lr, struct layer_s
 			return ret;
 		}
 		if (!limit && now_ns() >= deadline)
-			lr->stop = 1;
+			lr->stop = 1, lr->budget = 0;
 	}
 	if (lr->err) {
 		fprintf(stderr, "nop_bench: ring layer NOP failed: %s\n", strerror(-lr->err));

@@ -25,9 +25,9 @@
  *  - A record is "armed" (QL_OP_ARMED) from the SQE acquisition that names it
  *    to the dispatch of its final CQE. ql__ring_cancel() on an unarmed record
  *    is refused, so a cancel never names a record the kernel no longer knows.
- *  - Reaping copies a batch of CQEs out of the ring and publishes the new head
- *    before any continuation runs, so continuations may submit, reap and wait
- *    themselves (re-entrancy) without a CQE being seen twice.
+ *  - Reaping reads a CQE and publishes the new CQ head before its
+ *    continuation runs, so continuations may submit, reap and wait themselves
+ *    (re-entrancy) without a CQE being seen twice.
  *  - Memory the kernel may write (buffers, records, the eventfd counter, the
  *    buffer rings) is released only after the CQE that ends the kernel's use
  *    of it has been reaped; ql__ring_exit() drains before it unmaps.
@@ -63,8 +63,6 @@ enum {
 	UD_TAG_LIMIT = 16,
 };
 
-/* How many CQEs one reap pass copies out of the ring before dispatching. */
-#define REAP_BATCH 64
 #define DEFAULT_SQ_ENTRIES 256u
 #define MAX_SQ_ENTRIES 32768u
 #define CQ_PER_SQ 4u
@@ -113,20 +111,33 @@ static uint64_t now_ns(void)
 static inline void inflight_inc(struct ql_ring *r)
 {
 	r->inflight++;
-	ST_SET(r, inflight, r->inflight);
-	if (r->inflight > r->st.inflight_peak)
-		ST_SET(r, inflight_peak, r->inflight);
+}
+
+static void inflight_underflow(void) __attribute__((noreturn, cold));
+static void inflight_underflow(void)
+{
+	/* A CQE we did not account for: a bug in this file. */
+	fprintf(stderr, "qilin: ring in-flight count underflow\n");
+	abort();
 }
 
 static inline void inflight_dec(struct ql_ring *r)
 {
-	if (r->inflight == 0) {
-		/* A CQE we did not account for: a bug in this file. */
-		fprintf(stderr, "qilin: ring in-flight count underflow\n");
-		abort();
-	}
+	if (__builtin_expect(r->inflight == 0, 0))
+		inflight_underflow();
 	r->inflight--;
+}
+
+/*
+ * Publish the in-flight gauge and its peak. In-flight only grows through SQE
+ * acquisition and only shrinks in reap, so sampling it on the way into every
+ * submit and reap (and on the way out of reap) sees every peak.
+ */
+static inline void inflight_publish(struct ql_ring *r)
+{
 	ST_SET(r, inflight, r->inflight);
+	if (r->inflight > r->st.inflight_peak)
+		ST_SET(r, inflight_peak, r->inflight);
 }
 
 void ql__ring_stats(const struct ql_ring *r, struct ql_ring_stats *out)
@@ -652,6 +663,7 @@ int ql__ring_submit(struct ql_ring *r, unsigned wait_nr, uint64_t timeout_ns)
 
 	if (!r || !r->live)
 		return -EINVAL;
+	inflight_publish(r);
 	if (wait_nr && timeout_ns) {
 		ts.tv_sec = (long long)(timeout_ns / NSEC_PER_SEC);
 		ts.tv_nsec = (long long)(timeout_ns % NSEC_PER_SEC);
@@ -822,7 +834,7 @@ static void backpressure(struct ql_ring *r, unsigned room)
 	}
 }
 
-struct io_uring_sqe *ql__ring_sqe(struct ql_ring *r, struct ql_op *op)
+struct io_uring_sqe *ql__ring_sqe_slow(struct ql_ring *r, struct ql_op *op)
 {
 	struct io_uring_sqe *sqe;
 
@@ -1086,23 +1098,18 @@ static void dispatch(struct ql_ring *r, uint64_t ud, int res, unsigned flags)
 unsigned ql__ring_reap(struct ql_ring *r)
 {
 	struct io_uring_cq *cq = &r->uring.cq;
-	struct {
-		uint64_t ud;
-		int32_t res;
-		uint32_t flags;
-	} batch[REAP_BATCH];
 	unsigned total = 0, flushes = 0;
 
 	if (!r || !r->live)
 		return 0;
+	inflight_publish(r);
 	r->reaping++;
 	for (;;) {
 		unsigned head = *cq->khead;
 		/* Acquire: CQE contents are valid once we see the kernel's tail. */
 		unsigned tail = io_uring_smp_load_acquire(cq->ktail);
-		unsigned n = tail - head;
 
-		if (n == 0) {
+		if (head == tail) {
 			unsigned f = sq_flags(r);
 
 			/*
@@ -1110,7 +1117,7 @@ unsigned ql__ring_reap(struct ql_ring *r)
 			 * only an enter runs: one GETEVENTS enter moves them into
 			 * the ring. Bounded, so a busy kernel cannot pin us here.
 			 */
-			if ((f & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) && flushes < 4) {
+			if ((f & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) && flushes < 64) {
 				if (f & IORING_SQ_CQ_OVERFLOW)
 					ST_ADD(r, overflows, 1);
 				flushes++;
@@ -1119,27 +1126,32 @@ unsigned ql__ring_reap(struct ql_ring *r)
 			}
 			break;
 		}
-		if (n > REAP_BATCH)
-			n = REAP_BATCH;
-		for (unsigned i = 0; i < n; i++) {
-			const struct io_uring_cqe *c = &cq->cqes[(head + i) & cq->ring_mask];
+		unsigned n = 0;
 
-			batch[i].ud = c->user_data;
-			batch[i].res = c->res;
-			batch[i].flags = c->flags;
+		while (head != tail) {
+			const struct io_uring_cqe *c = &cq->cqes[head & cq->ring_mask];
+			uint64_t ud = c->user_data;
+			int res = c->res;
+			unsigned flags = c->flags;
+
+			/*
+			 * Release: our reads of this CQE complete before the kernel
+			 * may reuse its slot. Published before the continuation
+			 * runs, so one that reaps in turn never sees it again (it
+			 * may see, and dispatch, the rest of this batch: the loop
+			 * re-reads the head below rather than trusting `tail`).
+			 */
+			io_uring_smp_store_release(cq->khead, ++head);
+			n++;
+			dispatch(r, ud, res, flags);
+			if (__builtin_expect(*cq->khead != head, 0))
+				break; /* a nested reap moved on; start over */
 		}
-		/*
-		 * Release: our reads of the CQEs above complete before the kernel
-		 * may reuse the slots. Published before dispatch so that a
-		 * continuation that reaps never sees these CQEs again.
-		 */
-		io_uring_smp_store_release(cq->khead, head + n);
 		ST_ADD(r, cqes, n);
 		total += n;
-		for (unsigned i = 0; i < n; i++)
-			dispatch(r, batch[i].ud, batch[i].res, batch[i].flags);
 	}
 	ST_SET(r, cq_dropped, IO_URING_READ_ONCE(*cq->koverflow));
+	ST_SET(r, inflight, r->inflight);
 	r->reaping--;
 	return total;
 }

@@ -212,11 +212,14 @@ static inline int ql__ring_op_supported(const struct ql_ring *r, unsigned op)
  * SQEs are submitted and the request retried; if in-flight operations have
  * reached their bound, it submits and reaps (dispatching continuations) until
  * there is room. op may be NULL for an operation whose CQE nobody wants (its
- * CQE is still counted and reaped). The returned SQE has user_data set: any
- * io_uring_prep_* call overwrites it, so use ql__ring_sqe_op() after
- * preparing, or prepare first with the helpers below.
+ * CQE is still counted and reaped). The returned SQE has user_data set to op
+ * (liburing's io_uring_prep_* helpers leave user_data alone; code that writes
+ * whole SQEs must call ql__ring_sqe_op() afterwards).
  */
-struct io_uring_sqe *ql__ring_sqe(struct ql_ring *r, struct ql_op *op);
+static inline struct io_uring_sqe *ql__ring_sqe(struct ql_ring *r, struct ql_op *op);
+
+/* The out-of-line part of ql__ring_sqe(): reservations, backpressure, SQ full. */
+struct io_uring_sqe *ql__ring_sqe_slow(struct ql_ring *r, struct ql_op *op);
 
 /*
  * Like ql__ring_sqe() but never submits or reaps: returns NULL if the SQ is
@@ -224,6 +227,36 @@ struct io_uring_sqe *ql__ring_sqe(struct ql_ring *r, struct ql_op *op);
  * continuations running under them.
  */
 struct io_uring_sqe *ql__ring_sqe_try(struct ql_ring *r, struct ql_op *op);
+
+/*
+ * The fast path, inline because it runs once per operation: room in the SQ,
+ * no reservation pending, in-flight below its bound. The in-flight gauge in
+ * r->st is published at each submit and reap, not here.
+ */
+static inline struct io_uring_sqe *ql__ring_sqe(struct ql_ring *r, struct ql_op *op)
+{
+	struct io_uring_sq *sq = &r->uring.sq;
+
+	if (__builtin_expect(!r->reserved && r->inflight < r->inflight_cap, 1)) {
+		/*
+		 * Acquire pairs with the kernel's release of khead: SQ slots it
+		 * has consumed may be reused.
+		 */
+		unsigned head = io_uring_smp_load_acquire(sq->khead);
+
+		if (__builtin_expect(sq->sqe_tail - head < sq->ring_entries, 1)) {
+			struct io_uring_sqe *sqe = &sq->sqes[sq->sqe_tail & sq->ring_mask];
+
+			sq->sqe_tail++;
+			r->inflight++;
+			sqe->user_data = (uint64_t)(uintptr_t)op;
+			if (op)
+				op->flags |= QL_OP_ARMED;
+			return sqe;
+		}
+	}
+	return ql__ring_sqe_slow(r, op);
+}
 
 /* Point sqe at op (after an io_uring_prep_* call cleared user_data). */
 static inline void ql__ring_sqe_op(struct io_uring_sqe *sqe, struct ql_op *op)
