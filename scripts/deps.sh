@@ -4,7 +4,7 @@
 # scripts/deps.sh GROUP... - install the Debian packages a qilin task needs.
 #
 # Groups:
-#   build   compiler, make, pkg-config, liburing and Check (library and tests)
+#   build   compiler, make, pkg-config, liburing, Check, sys/sdt.h (library, tests)
 #   bpf     clang/llvm, libbpf, bpftool, libelf, zlib, sys/sdt.h, iproute2
 #   bench   Go, wrk, nginx, fio, gnuplot (the benchmark peers and plots)
 #   demo    same as build
@@ -33,7 +33,7 @@ usage() {
 # Print the packages of group $1; fail on an unknown group.
 group_pkgs() {
 	case $1 in
-	build | demo) echo "gcc make pkg-config liburing-dev check" ;;
+	build | demo) echo "gcc make pkg-config liburing-dev check systemtap-sdt-dev" ;;
 	bpf) echo "clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev systemtap-sdt-dev iproute2" ;;
 	# gnuplot-nox: the gnuplot binary without the Qt/X11 front ends that the
 	# "gnuplot" metapackage would drag in on a headless machine.
