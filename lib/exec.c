@@ -79,6 +79,8 @@
 #define QL_DEQUE_SIZE 256
 #define QL_BATCH QL_BATCH_MAX
 _Static_assert(QL_BATCH_MAX == QL_DEQUE_SIZE / 2, "a batch is half a deque");
+/* The backlog tops the deque up to this, leaving room for the owner's spawns. */
+#define QL_REFILL (QL_DEQUE_SIZE * 3 / 4)
 /* Task records kept per worker for reuse. */
 #define QL_POOL_MAX 4096
 /* Records per slab (one malloc). */
@@ -87,10 +89,25 @@ _Static_assert(QL_BATCH_MAX == QL_DEQUE_SIZE / 2, "a batch is half a deque");
 #define QL_SAMPLE_EVERY 64
 /* At most one tick probe per worker per this many nanoseconds. */
 #define QL_TICK_PROBE_NS 1000000ull
+/* Steal rounds (with a short pause between) an idle worker makes before parking. */
+#define QL_SPIN_ROUNDS 16
+#define QL_SPIN_PAUSES 64
 /* How often shutdown looks whether the work has drained. */
 #define QL_DRAIN_POLL_NS 200000ull
 
 __thread struct ql_worker *ql__self;
+
+/* A spin-wait hint to the CPU (lets the sibling hyper-thread run). */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
 
 /*
  * USDT probes, provider "qilin". Each has a semaphore the tracer increments
@@ -391,25 +408,30 @@ static int local_push(struct ql_worker *w, struct ql_task *t)
  * The backlog: what a worker took in bulk and has not yet moved into its
  * deque: batches taken from the global queue (FIFO) and the rest of a chain
  * taken from the inbox. Owner only. It feeds the deque half a deque at a
- * time, where thieves can reach it.
+ * time (at every tick, up to three quarters full), where thieves can reach
+ * it.
  */
 static void backlog_refill(struct ql_worker *w)
 {
 	unsigned len = ql__deque_len(&w->dq);
 	uint64_t moved = 0;
 
-	while (len + moved < QL_BATCH && w->ib_rest) {
-		struct ql_qnode *n = w->ib_rest;
+	while (len + moved < QL_REFILL && w->ib_rest) {
+		struct ql_qnode *n = w->ib_rest, *next = n->next;
 
+		/*
+		 * `next` is read before the push: once in the deque the task can
+		 * be stolen, run and its record reused by another worker at once.
+		 */
 		if (ql__deque_push_local(&w->dq, node_task(n)) != 0)
 			break;
-		w->ib_rest = n->next;
+		w->ib_rest = next;
 		moved++;
 	}
-	while (len + moved < QL_BATCH && w->bl_head) {
+	while (len + moved < QL_REFILL && w->bl_head) {
 		struct ql_batch *b = w->bl_head;
 
-		while (b->pos < b->n && len + moved < QL_BATCH) {
+		while (b->pos < b->n && len + moved < QL_REFILL) {
 			if (ql__deque_push_local(&w->dq, b->items[b->pos]) != 0)
 				goto out;
 			b->pos++;
@@ -445,10 +467,29 @@ static struct ql_task *global_take(struct ql_worker *w)
 
 	if (!n)
 		return NULL;
+	/*
+	 * Keep a fair share, as Go's globrunqget does: the batches divided by
+	 * the workers, at least one. The rest goes back in one push, for the
+	 * other workers (its order among newer batches is approximate).
+	 */
+	unsigned nb = 1, keep;
+	for (struct ql_qnode *x = n; x->next; x = x->next)
+		nb++; /* one step per batch of up to 128 tasks */
+	keep = nb / w->ex->nworkers;
+	if (keep == 0)
+		keep = 1;
 	count = batch_of(last)->n - batch_of(last)->pos;
-	while (last->next) {
-		last = last->next; /* one step per batch of up to 128 tasks */
+	for (unsigned i = 1; i < keep; i++) {
+		last = last->next;
 		count += batch_of(last)->n - batch_of(last)->pos;
+	}
+	if (last->next) {
+		struct ql_qnode *rest = last->next, *rest_last = rest;
+
+		while (rest_last->next)
+			rest_last = rest_last->next;
+		last->next = NULL;
+		ql__global_push_batch(&w->ex->global, rest, rest_last, nb - keep);
 	}
 	atomic_fetch_sub_explicit(&w->ex->global_tasks, count, memory_order_relaxed);
 	if (w->bl_tail)
@@ -548,7 +589,13 @@ static struct ql_task *next_task(struct ql_worker *w, int fair)
 
 /* ------------------------------------------------------------ waking */
 
-/* Wake w if it is parked; `from` is the calling worker, or NULL. */
+/*
+ * Wake w if it is parked. `from` is the calling worker when it is at the end
+ * of its tick, about to submit: then the wake-up is an IORING_OP_MSG_RING
+ * riding in that batch, with no system call of its own. Anywhere else (an
+ * outside thread, or a task in the middle of a long run) it is an eventfd
+ * write, which reaches the worker at once.
+ */
 static void wake(struct ql_worker *w, struct ql_worker *from)
 {
 	/*
@@ -567,7 +614,7 @@ static void wake(struct ql_worker *w, struct ql_worker *from)
 }
 
 /* A worker with surplus work wakes one parked worker to steal it. */
-static void wake_thief(struct ql_worker *w)
+static void wake_thief(struct ql_worker *w, struct ql_worker *from)
 {
 	struct ql_exec *ex = w->ex;
 
@@ -578,7 +625,7 @@ static void wake_thief(struct ql_worker *w)
 		struct ql_worker *v = ex->workers[(w->id + i) % ex->nworkers];
 
 		if (atomic_load_explicit(&v->parked, memory_order_relaxed)) {
-			wake(v, w);
+			wake(v, from);
 			return;
 		}
 	}
@@ -627,6 +674,9 @@ static unsigned run_tick(struct ql_worker *w)
 	unsigned ran = 0;
 
 	w->lifo_streak = 0;
+	/* Keep the backlog where thieves can see it: in the deque. */
+	if (w->bl_head || w->ib_rest)
+		backlog_refill(w);
 	while (ran < QL_TICK_BUDGET) {
 		/* Alternate: continuations first on even picks, queued tasks on odd. */
 		struct ql_task *t = next_task(w, !(ran & 1));
@@ -728,6 +778,8 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&ex->start_lock);
 	w->init_err = ret;
 	ex->nstarted++;
+	if (ret == 0)
+		ex->nrunning++;
 	pthread_cond_broadcast(&ex->start_cond);
 	pthread_mutex_unlock(&ex->start_lock);
 	if (ret < 0)
@@ -744,11 +796,25 @@ static void *worker_main(void *arg)
 		r = ql__ring_run(&w->ring, 0, 0);
 		(void)r;
 		maybe_probe_tick(w);
-		if (ql__deque_len(&w->dq) > 1)
-			wake_thief(w);
+		if (ql__deque_len(&w->dq) > 1 || w->bl_head)
+			wake_thief(w, w); /* the msg_ring goes out with the next batch */
 		if (ran || w->lifo || w->ready_head)
 			continue;
-		struct ql_task *t = steal(w);
+		/*
+		 * Nothing here: look around a few times before parking (Go's
+		 * spinning M). A victim between two refills, or a lost race,
+		 * would otherwise cost a park and a wake-up a tick later.
+		 */
+		struct ql_task *t = NULL;
+		for (unsigned spin = 0; spin < QL_SPIN_ROUNDS && !t; spin++) {
+			t = steal(w);
+			if (!t && ql__global_len(&ex->global))
+				t = global_take(w);
+			if (!t && !ql__inbox_empty(&w->inbox))
+				t = inbox_take(w);
+			for (unsigned i = 0; !t && i < QL_SPIN_PAUSES; i++)
+				cpu_relax();
+		}
 		if (t) {
 			/* It came out of a deque with room for it: this push cannot fail. */
 			if (local_push(w, t) < 0)
@@ -758,6 +824,18 @@ static void *worker_main(void *arg)
 		if (!has_work(w))
 			park(w);
 	}
+	/*
+	 * Out of the loop: this worker wakes nobody any more. Its ring (and the
+	 * eventfd other threads write to wake it) may go only when no one else
+	 * can still be waking it: every worker out of its loop, and shutdown's
+	 * own wake-ups sent.
+	 */
+	pthread_mutex_lock(&ex->start_lock);
+	ex->nstopped++;
+	pthread_cond_broadcast(&ex->start_cond);
+	while (ex->nstopped < ex->nrunning || !ex->wakes_done)
+		pthread_cond_wait(&ex->start_cond, &ex->start_lock);
+	pthread_mutex_unlock(&ex->start_lock);
 	worker_stop(w);
 	pool_drain(w);
 	return NULL;
@@ -806,6 +884,11 @@ static void exec_stop_join(struct ql_exec *ex)
 			ql__ring_wake(&w->ring);
 		}
 	}
+	/* Workers tear their rings down only after this (see worker_main). */
+	pthread_mutex_lock(&ex->start_lock);
+	ex->wakes_done = 1;
+	pthread_cond_broadcast(&ex->start_cond);
+	pthread_mutex_unlock(&ex->start_lock);
 	for (unsigned i = 0; i < ex->nworkers; i++) {
 		struct ql_worker *w = ex->workers[i];
 
@@ -938,6 +1021,20 @@ static int drained(struct ql_exec *ex)
 	return fin == spawned;
 }
 
+/* Outside spawns that got past the state check but have not finished waking. */
+static int outside_spawns_busy(struct ql_exec *ex)
+{
+	for (unsigned i = 0; i < ex->nworkers; i++) {
+		struct ql_worker *w = ex->workers[i];
+
+		/* seq_cst: pairs with the spawner's increment before its state check. */
+		if (atomic_load_explicit(&w->remote_done, memory_order_seq_cst) !=
+		    atomic_load_explicit(&w->spawned_remote, memory_order_seq_cst))
+			return 1;
+	}
+	return 0;
+}
+
 int ql_exec_shutdown(struct ql_exec *ex, uint64_t timeout_ns)
 {
 	int expected = QL_EXEC_RUNNING;
@@ -952,7 +1049,7 @@ int ql_exec_shutdown(struct ql_exec *ex, uint64_t timeout_ns)
 						     memory_order_seq_cst, memory_order_seq_cst))
 		return -EALREADY;
 	deadline = timeout_ns ? ql_now() + timeout_ns : UINT64_MAX;
-	while (!drained(ex)) {
+	while (!drained(ex) || outside_spawns_busy(ex)) {
 		if (ql_now() >= deadline) {
 			ret = -ETIMEDOUT;
 			break;
@@ -960,6 +1057,13 @@ int ql_exec_shutdown(struct ql_exec *ex, uint64_t timeout_ns)
 		struct timespec ts = { 0, (long)QL_DRAIN_POLL_NS };
 		nanosleep(&ts, NULL);
 	}
+	/*
+	 * Even after a timeout, an outside spawn that passed its state check
+	 * may still be writing a worker's eventfd: it is a few instructions
+	 * from done, and the eventfd must outlive it.
+	 */
+	while (outside_spawns_busy(ex))
+		sched_yield();
 	exec_stop_join(ex);
 	/* Release: destroy in another thread may free once it sees this. */
 	__atomic_store_n(&ex->shut, 1, __ATOMIC_RELEASE);
@@ -1039,6 +1143,44 @@ static void sample_spawn(struct ql_worker *w, struct ql_task *t)
 	STAP_PROBE2(qilin, task_spawn, t, w ? (int)w->id : -1);
 }
 
+/*
+ * A spawn from a thread that is not one of ex's workers: round-robin over the
+ * workers' inboxes. The spawn is bracketed by spawned_remote (before the
+ * state check) and remote_done (after the wake-up), so that shutdown, which
+ * sets the state and then waits for the two to match, never frees a worker's
+ * eventfd under a spawner still writing it (a Dekker pair: both seq_cst).
+ */
+static int spawn_outside(struct ql_exec *ex, void (*fn)(void *), void *arg)
+{
+	unsigned i = atomic_fetch_add_explicit(&ex->rr, 1, memory_order_relaxed) % ex->nworkers;
+	struct ql_worker *w = ex->workers[i];
+	struct ql_task *t;
+
+	atomic_fetch_add_explicit(&w->spawned_remote, 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&ex->state, memory_order_seq_cst) != QL_EXEC_RUNNING) {
+		atomic_fetch_sub_explicit(&w->spawned_remote, 1, memory_order_seq_cst);
+		return -ESHUTDOWN;
+	}
+	t = task_alloc(NULL, QL_TASK_FN);
+	if (!t) {
+		atomic_fetch_sub_explicit(&w->spawned_remote, 1, memory_order_seq_cst);
+		return -ENOMEM;
+	}
+	t->fn = fn;
+	t->arg = arg;
+	t->node.next = NULL;
+	sample_spawn(NULL, t);
+	/*
+	 * If the inbox was not empty, whoever made it non-empty already made
+	 * sure the worker will look (it re-checks its inbox before blocking).
+	 */
+	if (ql__inbox_push_mpsc(&w->inbox, &t->node))
+		wake(w, NULL);
+	/* Release: shutdown, seeing this, knows the wake-up is behind us. */
+	atomic_fetch_add_explicit(&w->remote_done, 1, memory_order_seq_cst);
+	return 0;
+}
+
 int ql_spawn(struct ql_exec *ex, void (*fn)(void *), void *arg)
 {
 	struct ql_worker *self = ql__self;
@@ -1046,16 +1188,13 @@ int ql_spawn(struct ql_exec *ex, void (*fn)(void *), void *arg)
 
 	if (!ex || !fn)
 		return -EINVAL;
-	/*
-	 * Relaxed is enough for the refusal: a spawn racing with the start of
-	 * shutdown is either counted before shutdown's first look (and run), or
-	 * refused; the counters, not this check, decide drained-ness.
-	 */
-	if (atomic_load_explicit(&ex->state, memory_order_relaxed) != QL_EXEC_RUNNING &&
-	    !(self && self->ex == ex && exec_state(ex) == QL_EXEC_CLOSING))
-		return -ESHUTDOWN;
 	if (self && self->ex != ex)
 		self = NULL; /* a worker of another executor is an outside thread here */
+	if (!self)
+		return spawn_outside(ex, fn, arg);
+	/* Tasks may still spawn while shutdown lets the running work finish. */
+	if (exec_state(ex) == QL_EXEC_STOPPING)
+		return -ESHUTDOWN;
 	t = task_alloc(self, QL_TASK_FN);
 	if (!t)
 		return -ENOMEM;
@@ -1064,29 +1203,26 @@ int ql_spawn(struct ql_exec *ex, void (*fn)(void *), void *arg)
 	t->node.next = NULL;
 	sample_spawn(self, t);
 	if (self) {
-		/* Counted before it is visible, so it cannot end uncounted. */
+		/*
+		 * Counted before it is visible (release): once queued it may be
+		 * stolen and finished at once, and shutdown's drain test must
+		 * never see it finished but not spawned.
+		 */
+		__atomic_store_n(&self->st.spawned, self->st.spawned + 1, __ATOMIC_RELEASE);
 		if (local_push(self, t) < 0) {
+			__atomic_store_n(&self->st.spawned, self->st.spawned - 1, __ATOMIC_RELEASE);
 			task_free(self, t);
 			return -ENOMEM;
 		}
 		/*
-		 * Counted after it is queued but before this task can end (the
-		 * spawner is running), which is all the drain test needs.
+		 * Idle workers could take some of this now, not after the
+		 * spawner's tick (which may be long): wake one (Go's wakep).
+		 * Relaxed: a hint, see wake_thief.
 		 */
-		__atomic_store_n(&self->st.spawned, self->st.spawned + 1, __ATOMIC_RELEASE);
+		if (atomic_load_explicit(&ex->nparked, memory_order_relaxed))
+			wake_thief(self, NULL);
 		return 0;
 	}
-	/* From outside: round-robin over the workers' inboxes. */
-	unsigned i = atomic_fetch_add_explicit(&ex->rr, 1, memory_order_relaxed) % ex->nworkers;
-	struct ql_worker *w = ex->workers[i];
-
-	atomic_fetch_add_explicit(&w->spawned_remote, 1, memory_order_seq_cst);
-	/*
-	 * If the inbox was not empty, whoever made it non-empty already made
-	 * sure the worker will look (it re-checks its inbox before blocking).
-	 */
-	if (ql__inbox_push_mpsc(&w->inbox, &t->node))
-		wake(w, NULL);
 	return 0;
 }
 

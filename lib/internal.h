@@ -108,6 +108,8 @@ struct ql_worker {
 	_Alignas(QL_CACHELINE) struct ql_inbox inbox;
 	/* Tasks spawned onto this worker by other threads (fetch_add). */
 	_Alignas(QL_CACHELINE) _Atomic uint64_t spawned_remote;
+	/* Of those, the spawns that are completely done (wake-up sent). */
+	_Atomic uint64_t remote_done;
 	/* 1 while the worker is (about to be) blocked in its ring. */
 	_Alignas(QL_CACHELINE) _Atomic int parked;
 };
@@ -128,7 +130,10 @@ struct ql_exec {
 	_Atomic uint64_t global_tasks;			/* tasks in the global queue (gauge) */
 	pthread_mutex_t start_lock;			/* start-up hand-shake */
 	pthread_cond_t start_cond;
-	unsigned nstarted;
+	unsigned nstarted;				/* workers that reported their ring */
+	unsigned nrunning;				/* of those, with a working ring */
+	unsigned nstopped;				/* workers out of their loop */
+	int wakes_done;					/* shutdown's wake-ups all sent */
 	int shut;					/* shutdown done (joined) */
 };
 
