@@ -193,8 +193,19 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lm
 
+# The Go peer of the executor benchmarks (Debian's golang-go, offline build).
+GO_PEER := $(BUILD)/bench/go-spawn
+GO_PEER_SRCS := bench/go/go.mod bench/go/build.sh $(wildcard bench/go/spawn/*.go)
+.PHONY: go-peers
+go-peers: $(GO_PEER)
+$(GO_PEER): $(GO_PEER_SRCS)
+	$(call msg,GO,$@)
+	$(Q)bench/go/build.sh $(@D)
+
 bench:
-	$(Q)bench/run.sh
+	$(Q)scripts/deps.sh build bench
+	$(Q)$(MAKE) --no-print-directory lib benches go-peers
+	$(Q)bench/run.sh $(BUILD)
 
 demo: deps-demo
 	$(Q)$(MAKE) --no-print-directory lib benches

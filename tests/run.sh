@@ -6,8 +6,8 @@
 # Runs every BUILD_DIR/tests/check_* binary in fork mode (CK_FORK=yes), or
 # only those named in QILIN_TEST_ONLY (space-separated, "check_ring" or just
 # "ring"), showing each suite's own output and Check summary. Then it runs
-# check_ring once more with QILIN_URING_DISABLE=all exported, which sends the
-# ring layer down the paths an old kernel would take, the way a user would
+# check_ring and check_exec once more with QILIN_URING_DISABLE=all exported,
+# which sends the ring layer down the paths an old kernel would take, the way a user would
 # force them. On a build without sanitizers, and when no QILIN_TEST_ONLY is
 # given, tests/install_check.sh then installs the build into a scratch root
 # and uses it as an outside program would (counted as one test case).
@@ -223,16 +223,18 @@ if [ "${#suites[@]}" = 0 ]; then
 	echo "$me: no check_* binaries in $build/tests" >&2
 fi
 
-ring=
+rerun=()
 for bin in "${suites[@]}"; do
 	run_suite "${bin##*/}" "$bin"
-	[ "${bin##*/}" = check_ring ] && ring=$bin
+	case ${bin##*/} in
+	check_ring | check_exec) rerun+=("$bin") ;;
+	esac
 done
 
 # The old-kernel paths, forced off through the environment as a user would.
-if [ -n "$ring" ] && [ -x "$ring" ]; then
-	run_suite "check_ring (QILIN_URING_DISABLE=all)" "$ring" QILIN_URING_DISABLE=all
-fi
+for bin in "${rerun[@]}"; do
+	[ -x "$bin" ] && run_suite "${bin##*/} (QILIN_URING_DISABLE=all)" "$bin" QILIN_URING_DISABLE=all
+done
 
 # The installed library, used from outside (not meaningful for a sanitizer
 # build, whose objects need the sanitizer runtime).
