@@ -47,8 +47,8 @@
  *
  * Termination accounting. A task is counted when it is queued (the owner's
  * st.spawned, or the target's spawned_remote for a hand-off from another
- * thread) and when it ends (the runner's `finished`). Shutdown reads every
- * `finished` and then every spawned count; equal sums mean nothing was
+ * thread) and when it ends (the runner's st.run, or st.dropped). Shutdown reads every
+ * `run` and `dropped` and then every spawned count; equal sums mean nothing was
  * running or queued at the moment of the first read, because a task counted
  * as spawned but unfinished then would make the spawned sum larger, and
  * tasks are only spawned by running tasks (or by outside threads, refused
@@ -232,6 +232,13 @@ static struct ql_task *task_alloc(struct ql_worker *w, unsigned kind)
 	if (w && (w->pool[kind] || pool_refill(w, kind))) {
 		t = w->pool[kind];
 		w->pool[kind] = t->node.next ? node_task(t->node.next) : NULL;
+		/*
+		 * Records often come back from another core's cache; fetch the
+		 * next one now (for writing) so that the next allocation's read
+		 * of its link does not stall.
+		 */
+		if (w->pool[kind])
+			__builtin_prefetch(w->pool[kind], 1, 3);
 		if (w->npool[kind])
 			w->npool[kind]--;
 	} else if (w) {
@@ -449,6 +456,37 @@ out:
 	__atomic_store_n(&w->nbl, w->nbl >= moved ? w->nbl - moved : 0, __ATOMIC_RELAXED);
 }
 
+/*
+ * The first backlog task, straight from the batch (or inbox chain), without
+ * a trip through the deque: no barrier per task. Used while the tick's
+ * refill keeps the deque stocked for thieves.
+ */
+static struct ql_task *backlog_direct(struct ql_worker *w)
+{
+	struct ql_task *t;
+
+	if (w->ib_rest) {
+		struct ql_qnode *n = w->ib_rest;
+
+		w->ib_rest = n->next;
+		t = node_task(n);
+	} else if (w->bl_head) {
+		struct ql_batch *b = w->bl_head;
+
+		t = b->items[b->pos++];
+		if (b->pos == b->n) {
+			w->bl_head = b->node.next ? batch_of(b->node.next) : NULL;
+			if (!w->bl_head)
+				w->bl_tail = NULL;
+			free(b);
+		}
+	} else {
+		return NULL;
+	}
+	__atomic_store_n(&w->nbl, w->nbl ? w->nbl - 1 : 0, __ATOMIC_RELAXED);
+	return t;
+}
+
 /* Refill the deque from the backlog and pop from it. */
 static struct ql_task *backlog_pop(struct ql_worker *w)
 {
@@ -568,6 +606,9 @@ static struct ql_task *next_task(struct ql_worker *w, int fair)
 	}
 	if (fair && (t = ready_pop(w)))
 		return t;
+	/* Bulk work first, and without deque traffic (see backlog_direct). */
+	if ((w->ib_rest || w->bl_head) && (t = backlog_direct(w)))
+		return t;
 	if ((t = ql__deque_pop_local(&w->dq)))
 		return t;
 	if ((t = backlog_pop(w)))
@@ -648,9 +689,11 @@ static void run_task(struct ql_worker *w, struct ql_task *t)
 		t->fn(t->arg);
 	}
 	task_free(w, t);
-	WST_ADD(w, run, 1);
-	/* Release: the task's effects happen before shutdown can see it ended. */
-	__atomic_store_n(&w->finished, w->finished + 1, __ATOMIC_RELEASE);
+	/*
+	 * Release: the task's effects happen before shutdown, reading `run`
+	 * (its drain test), can see the task ended. Owner-only writer.
+	 */
+	__atomic_store_n(&w->st.run, w->st.run + 1, __ATOMIC_RELEASE);
 }
 
 static void maybe_probe_tick(struct ql_worker *w)
@@ -761,7 +804,6 @@ static void worker_stop(struct ql_worker *w)
 		dropped++;
 	}
 	WST_ADD(w, dropped, dropped);
-	__atomic_store_n(&w->finished, w->finished + dropped, __ATOMIC_RELEASE);
 }
 
 static void *worker_main(void *arg)
@@ -1010,8 +1052,10 @@ static int drained(struct ql_exec *ex)
 {
 	uint64_t fin = 0, spawned = 0;
 
-	for (unsigned i = 0; i < ex->nworkers; i++)
-		fin += __atomic_load_n(&ex->workers[i]->finished, __ATOMIC_SEQ_CST);
+	for (unsigned i = 0; i < ex->nworkers; i++) {
+		fin += __atomic_load_n(&ex->workers[i]->st.run, __ATOMIC_SEQ_CST);
+		fin += __atomic_load_n(&ex->workers[i]->st.dropped, __ATOMIC_SEQ_CST);
+	}
 	for (unsigned i = 0; i < ex->nworkers; i++) {
 		struct ql_worker *w = ex->workers[i];
 
@@ -1238,7 +1282,9 @@ static void io_complete(struct ql_ring *r, struct ql_op *op, int res, unsigned f
 }
 
 /* Start an operation record; *sqe is the SQE to prepare, or an error returns. */
-static int io_begin(ql_io_fn fn, void *arg, struct ql_io_task **out, struct io_uring_sqe **sqe)
+static inline __attribute__((always_inline)) int io_begin(ql_io_fn fn, void *arg,
+							  struct ql_io_task **out,
+							  struct io_uring_sqe **sqe)
 {
 	struct ql_worker *w = ql__self;
 	struct ql_io_task *io;
@@ -1256,8 +1302,9 @@ static int io_begin(ql_io_fn fn, void *arg, struct ql_io_task **out, struct io_u
 	io->task.t_ready = 0;
 	io->cb = fn;
 	io->cbarg = arg;
-	memset(&io->op, 0, sizeof(io->op));
+	/* Only fn and flags matter for a plain (non-stream) operation. */
 	io->op.fn = io_complete;
+	io->op.flags = 0;
 	/* A continuation counts as a task from now until it has run. */
 	__atomic_store_n(&w->st.spawned, w->st.spawned + 1, __ATOMIC_RELEASE);
 	*sqe = ql__ring_sqe(&w->ring, &io->op);

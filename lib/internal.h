@@ -98,8 +98,7 @@ struct ql_worker {
 	 * Counters the owner writes and any thread reads (relaxed), each on
 	 * its own, since ql_exec_stats may run anywhere.
 	 */
-	struct ql_worker_stats st;
-	uint64_t finished;	/* tasks this worker ran to the end */
+	struct ql_worker_stats st; /* st.run + st.dropped: tasks ended here */
 
 	/* The work-stealing deque: it pads its own top and bottom apart. */
 	struct ql_deque dq;

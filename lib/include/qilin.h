@@ -172,7 +172,7 @@ QL_API int ql_write_cb(int fd, const void *buf, size_t n, int64_t off, ql_io_fn 
 QL_API int ql_recv_cb(int fd, void *buf, size_t n, int flags, ql_io_fn fn, void *arg);
 QL_API int ql_send_cb(int fd, const void *buf, size_t n, int flags, ql_io_fn fn, void *arg);
 QL_API int ql_accept_cb(int fd, ql_io_fn fn, void *arg);
-/* Completes with -ETIME after ns nanoseconds (0 when ns is 0). */
+/* Completes with -ETIME after ns nanoseconds (at once when ns is 0). */
 QL_API int ql_timeout_cb(uint64_t ns, ql_io_fn fn, void *arg);
 
 #ifdef __cplusplus
