@@ -96,6 +96,9 @@
 /* The ring layer, only to learn the ring setup the executor's rings get (the nop peer). */
 #include "ring.h"
 
+#define BENCH_PROG "exec_bench"
+#include "bench_util.h"
+
 /* Defaults for the command-line options. */
 #define DEFAULT_ROUNDS 5
 #define DEFAULT_TASKS 2000000ull
@@ -144,11 +147,9 @@
 #define P99 0.99
 #define P999 0.999
 
-#define NS_PER_S 1000000000ull
 #define NS_PER_MS 1000000ull
 #define NS_PER_US 1000ull
 #define MS_PER_S 1000
-#define NSEC_PER_SEC 1000000000.0
 #define NSEC_PER_USEC 1000.0
 
 /* Room for one line of go-spawn output, a shell command, and one anomaly message. */
@@ -218,23 +219,10 @@ struct round_result {
 
 /* ------------------------------------------------------------------ small helpers */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	/* CLOCK_MONOTONIC goes through the vDSO; it cannot fail with a valid clock id. */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
 /* CPU time of the whole process (every thread), in ns; 0 if the clock cannot be read. */
 static uint64_t process_cpu_ns(void)
 {
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts))
-		return 0;
-	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+	return cpu_clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 static void sleep_ns(uint64_t ns)
@@ -251,30 +239,11 @@ static double rate_of(uint64_t n, uint64_t ns)
 	return ns ? (double)n * NSEC_PER_SEC / (double)ns : 0;
 }
 
-static double ratio_of(double num, double den)
-{
-	return den > 0 ? num / den : 0;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
 	return (x > y) - (x < y);
-}
-
-/* Median of v[0..n) (n > 0); sorts v. */
-static double median(double *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* Nearest-rank percentile p (0..1) of sorted v[0..n), n > 0: the same rule as go-spawn. */
@@ -1228,27 +1197,9 @@ static void summarize(const struct round_result *res, unsigned n, double *v, str
 	s->cpu_median = median(v, n);
 }
 
-/* Write s as a JSON string (quotes included), escaping what JSON requires. */
-static void json_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			fprintf(f, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(f, "\\u%04x", ch);
-		else
-			fputc(ch, f);
-	}
-	fputc('"', f);
-}
-
 static void json_machine(FILE *f, const struct bench *b)
 {
-	fprintf(f, "  \"machine\": {\"cores\": %ld, \"kernel\": ", b->cores);
-	json_string(f, b->kernel);
+	json_machine_open(f, b->cores, b->kernel);
 	fprintf(f, ", \"qilin\": ");
 	json_string(f, ql_version());
 	fprintf(f, "},\n");
@@ -1339,11 +1290,6 @@ static int rate_json(struct bench *b, const struct rate_desc *d, const struct ro
 	if (ferror(f) | fclose(f))
 		return -EIO;
 	return 0;
-}
-
-static const char *verdict(int met)
-{
-	return met ? "met" : "MISSED";
 }
 
 static void print_rate_system(const struct rate_desc *d, const char *name,
@@ -1741,24 +1687,6 @@ static void usage(FILE *f)
 		DEFAULT_SAMPLES, DEFAULT_GAP_US, DEFAULT_GO_BIN, DEFAULT_TIMEOUT_S);
 }
 
-/* Parse a decimal number in [lo, hi]. Returns 0, or -1 after printing why not. */
-static int parse_num(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || *s == '-' || v < lo || v > hi) {
-		fprintf(stderr,
-			"exec_bench: %s wants a number from %" PRIu64 " to %" PRIu64 ", not '%s'\n",
-			opt, lo, hi, s);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
-
 /* Long options without a short form. */
 enum { OPT_RING = 256, OPT_NO_PIN, OPT_NOP_OPS, OPT_NOP_MS, OPT_SAMPLES, OPT_GAP_US, OPT_GO,
        OPT_NO_PEER, OPT_TIMEOUT, OPT_JSON };
@@ -1877,19 +1805,11 @@ static int parse_args(int argc, char **argv, struct config *c)
 		case OPT_JSON:
 			c->json = optarg;
 			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
 		default:
-			usage(stderr);
-			return -1;
+			return usage_error_or_help(opt, usage);
 		}
 	}
-	if (optind != argc) {
-		usage(stderr);
-		return -1;
-	}
-	return 0;
+	return no_operands(argc, usage);
 }
 
 /* The CPUs of the calling thread's affinity mask, in order. Returns 0 or -errno. */

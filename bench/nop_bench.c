@@ -56,6 +56,9 @@
 
 #include "ring.h"
 
+#define BENCH_PROG "nop_bench"
+#include "bench_util.h"
+
 /* Defaults for the command-line options. */
 #define DEFAULT_ROUNDS 5
 #define DEFAULT_DEPTH 64
@@ -82,16 +85,11 @@
 #define TARGET_SQES_PER_ENTER 16.0
 #define TARGET_DEPTH 64
 
-#define NSEC_PER_SEC 1000000000.0
-#define NS_PER_S 1000000000ull
-
 /* Room for ql__ring_features_str(): every feature name, comma-separated. */
 #define FEATURES_STR_LEN 256
 
 /* Setup flags that cannot simply be copied to a second ring: they need more parameters. */
 #define UNCOPYABLE_SETUP_FLAGS (IORING_SETUP_ATTACH_WQ | IORING_SETUP_R_DISABLED)
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct config {
 	uint64_t ops; /* operations per round, 0: time-bound rounds */
@@ -147,28 +145,9 @@ struct layer_slot {
 	struct layer_round *round;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	/* CLOCK_MONOTONIC goes through the vDSO; it cannot fail with a valid clock id. */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
-/* CPU time this thread has used, in ns; 0 if the clock cannot be read. */
-static uint64_t thread_cpu_ns(void)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts))
-		return 0;
-	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
 static void round_clock_start(struct round_clock *rc)
 {
-	rc->cpu = thread_cpu_ns();
+	rc->cpu = cpu_clock_ns(CLOCK_THREAD_CPUTIME_ID);
 	rc->wall = now_ns();
 }
 
@@ -178,7 +157,7 @@ static void round_clock_start(struct round_clock *rc)
  */
 static void round_clock_stop(const struct round_clock *rc, uint64_t ops, struct round_result *out)
 {
-	uint64_t wall = now_ns() - rc->wall, cpu = thread_cpu_ns() - rc->cpu;
+	uint64_t wall = now_ns() - rc->wall, cpu = cpu_clock_ns(CLOCK_THREAD_CPUTIME_ID) - rc->cpu;
 
 	out->ops = ops;
 	out->ops_s = wall ? (double)ops * NSEC_PER_SEC / (double)wall : 0;
@@ -445,25 +424,6 @@ struct report {
 	struct ratios ratio;
 };
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Median of v[0..n) (n > 0); sorts v. */
-static double median(double *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static double ratio_of(double num, double den)
-{
-	return den > 0 ? num / den : 0;
-}
-
 /* Fill rep's summaries and ratios from its rounds. Returns 0 or -ENOMEM. */
 static int summarize(struct report *rep)
 {
@@ -499,23 +459,6 @@ static int summarize(struct report *rep)
 	return 0;
 }
 
-/* Write s as a JSON string (quotes included), escaping what JSON requires. */
-static void json_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			fprintf(f, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(f, "\\u%04x", ch);
-		else
-			fputc(ch, f);
-	}
-	fputc('"', f);
-}
-
 static void json_system(FILE *f, const char *name, const struct round_result *res, unsigned n,
 			const struct summary *s, int last)
 {
@@ -545,9 +488,8 @@ static int write_json(const char *path, const struct report *rep)
 		fprintf(stderr, "nop_bench: %s: %s\n", path, strerror(errno));
 		return -1;
 	}
-	fprintf(f, "{\n  \"scenario\": \"nop\",\n  \"machine\": {\"cores\": %ld, \"kernel\": ",
-		rep->cores);
-	json_string(f, rep->kernel);
+	fprintf(f, "{\n  \"scenario\": \"nop\",\n");
+	json_machine_open(f, rep->cores, rep->kernel);
 	fprintf(f,
 		"},\n  \"config\": {\"depth\": %u, \"batch\": %u, \"rounds\": %u, "
 		"\"ops_per_round\": %" PRIu64 ", \"round_seconds\": %.1f, "
@@ -581,24 +523,6 @@ static void usage(FILE *f)
 		"  -b BATCH    CQEs each enter waits for, 1..DEPTH (default %d)\n"
 		"  --json FILE also write the results as JSON\n",
 		DEFAULT_ROUNDS, DEFAULT_DEPTH, DEFAULT_BATCH);
-}
-
-/* Parse a decimal number in [lo, hi]. Returns 0, or -1 after printing why not. */
-static int parse_num(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || *s == '-' || v < lo || v > hi) {
-		fprintf(stderr,
-			"nop_bench: %s wants a number from %" PRIu64 " to %" PRIu64 ", not '%s'\n",
-			opt, lo, hi, s);
-		return -1;
-	}
-	*out = v;
-	return 0;
 }
 
 static int parse_args(int argc, char **argv, struct config *c)
@@ -639,18 +563,12 @@ static int parse_args(int argc, char **argv, struct config *c)
 		case 'j':
 			c->json = optarg;
 			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
 		default:
-			usage(stderr);
-			return -1;
+			return usage_error_or_help(opt, usage);
 		}
 	}
-	if (optind != argc) {
-		usage(stderr);
+	if (no_operands(argc, usage))
 		return -1;
-	}
 	if (c->batch > c->depth) {
 		fprintf(stderr, "nop_bench: -b %u exceeds -d %u\n", c->batch, c->depth);
 		return -1;
@@ -682,11 +600,6 @@ static int run_rounds(struct ql_ring *r, struct plain *p, struct layer_round *lr
 		}
 	}
 	return ret;
-}
-
-static const char *verdict(int met)
-{
-	return met ? "met" : "MISSED";
 }
 
 static void print_system(const char *name, const struct summary *s)

@@ -45,12 +45,13 @@
 
 #include "ring.h"
 
+#define BENCH_PROG "uring_demo"
+#include "bench_util.h"
+
 /* Units. */
 #define KIB 1024
 #define MIB (KIB * KIB)
 #define BYTES_PER_MB 1e6
-#define NSEC_PER_SEC 1e9
-#define NS_PER_S 1000000000ull
 
 /* The copy: default file size, queue depth, chunk size and the buffers' alignment. */
 #define DEFAULT_FILE_MIB 64
@@ -78,8 +79,6 @@
 
 /* Room for ql__ring_features_str(): every feature name, comma-separated. */
 #define FEATURES_STR_LEN 256
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* The copy's shared state. */
 struct copy_job {
@@ -124,15 +123,6 @@ struct demo {
 	struct nop_run nop;
 	struct nop_slot nops[NOP_DEPTH];
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	/* CLOCK_MONOTONIC goes through the vDSO; it cannot fail with a valid clock id. */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
 
 static double sqes_per_enter(const struct ql_ring_stats *a, const struct ql_ring_stats *b)
 {
@@ -529,18 +519,12 @@ static int parse_args(int argc, char **argv, uint64_t *size, double *seconds)
 				return -1;
 			}
 			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
 		default:
-			usage(stderr);
-			return -1;
+			return usage_error_or_help(opt, usage);
 		}
 	}
-	if (optind != argc) {
-		usage(stderr);
+	if (no_operands(argc, usage))
 		return -1;
-	}
 	*size = (uint64_t)mib * MIB;
 	return 0;
 }

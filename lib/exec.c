@@ -1324,7 +1324,9 @@ int ql_nop_cb(ql_io_fn fn, void *arg)
 	return 0;
 }
 
-int ql_read_cb(int fd, void *buf, size_t n, int64_t off, ql_io_fn fn, void *arg)
+/* The buffer-style operations share their checks and their prep. */
+static int io_buffer_op(unsigned opcode, int fd, const void *buf, size_t n, int64_t off, int flags,
+			ql_io_fn fn, void *arg)
 {
 	struct ql_io_task *io;
 	struct io_uring_sqe *sqe;
@@ -1337,59 +1339,41 @@ int ql_read_cb(int fd, void *buf, size_t n, int64_t off, ql_io_fn fn, void *arg)
 	ret = io_begin(fn, arg, &io, &sqe);
 	if (ret < 0)
 		return ret;
-	io_uring_prep_read(sqe, fd, buf, (unsigned)n, (uint64_t)off);
+	switch (opcode) {
+	case IORING_OP_READ:
+		io_uring_prep_read(sqe, fd, (void *)buf, (unsigned)n, (uint64_t)off);
+		break;
+	case IORING_OP_WRITE:
+		io_uring_prep_write(sqe, fd, buf, (unsigned)n, (uint64_t)off);
+		break;
+	case IORING_OP_RECV:
+		io_uring_prep_recv(sqe, fd, (void *)buf, n, flags);
+		break;
+	default: /* IORING_OP_SEND */
+		io_uring_prep_send(sqe, fd, buf, n, flags);
+		break;
+	}
 	return 0;
+}
+
+int ql_read_cb(int fd, void *buf, size_t n, int64_t off, ql_io_fn fn, void *arg)
+{
+	return io_buffer_op(IORING_OP_READ, fd, buf, n, off, 0, fn, arg);
 }
 
 int ql_write_cb(int fd, const void *buf, size_t n, int64_t off, ql_io_fn fn, void *arg)
 {
-	struct ql_io_task *io;
-	struct io_uring_sqe *sqe;
-	int ret;
-
-	if (fd < 0)
-		return -EBADF;
-	if ((!buf && n) || n > UINT32_MAX)
-		return -EINVAL;
-	ret = io_begin(fn, arg, &io, &sqe);
-	if (ret < 0)
-		return ret;
-	io_uring_prep_write(sqe, fd, buf, (unsigned)n, (uint64_t)off);
-	return 0;
+	return io_buffer_op(IORING_OP_WRITE, fd, buf, n, off, 0, fn, arg);
 }
 
 int ql_recv_cb(int fd, void *buf, size_t n, int flags, ql_io_fn fn, void *arg)
 {
-	struct ql_io_task *io;
-	struct io_uring_sqe *sqe;
-	int ret;
-
-	if (fd < 0)
-		return -EBADF;
-	if ((!buf && n) || n > UINT32_MAX)
-		return -EINVAL;
-	ret = io_begin(fn, arg, &io, &sqe);
-	if (ret < 0)
-		return ret;
-	io_uring_prep_recv(sqe, fd, buf, n, flags);
-	return 0;
+	return io_buffer_op(IORING_OP_RECV, fd, buf, n, 0, flags, fn, arg);
 }
 
 int ql_send_cb(int fd, const void *buf, size_t n, int flags, ql_io_fn fn, void *arg)
 {
-	struct ql_io_task *io;
-	struct io_uring_sqe *sqe;
-	int ret;
-
-	if (fd < 0)
-		return -EBADF;
-	if ((!buf && n) || n > UINT32_MAX)
-		return -EINVAL;
-	ret = io_begin(fn, arg, &io, &sqe);
-	if (ret < 0)
-		return ret;
-	io_uring_prep_send(sqe, fd, buf, n, flags);
-	return 0;
+	return io_buffer_op(IORING_OP_SEND, fd, buf, n, 0, flags, fn, arg);
 }
 
 int ql_accept_cb(int fd, ql_io_fn fn, void *arg)
