@@ -21,17 +21,6 @@
 #include "helpers.h"
 #include "qilin.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define T_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define T_TSAN 1
-#endif
-#endif
-#ifndef T_TSAN
-#define T_TSAN 0
-#endif
-
 #define MS 1000000ull
 #define SEC 1000000000ull
 
@@ -596,29 +585,19 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("exec");
-	struct {
-		const char *name;
-		const TTest *t;
-		int timeout;
-	} cases[] = {
-		{ "ten_million", test_ten_million_tasks_exactly_once, 300 },
-		{ "outside_threads", test_eight_outside_threads, 300 },
-		{ "stealing", test_stealing_spreads_work, 300 },
-		{ "nop_chains", test_nop_chains_in_order, 300 },
-		{ "callback_io", test_callback_io, 60 },
-		{ "shutdown_in_flight", test_shutdown_with_work_in_flight, 60 },
-		{ "destroy", test_destroy_without_shutdown, 60 },
-		{ "idle", test_idle_executor_uses_no_cpu, 60 },
-		{ "usdt", test_usdt_probes_present, 30 },
-		{ "bad_args", test_bad_arguments, 30 },
+	const struct t_case cases[] = {
+		{ "ten_million", test_ten_million_tasks_exactly_once, 300, NULL },
+		{ "outside_threads", test_eight_outside_threads, 300, NULL },
+		{ "stealing", test_stealing_spreads_work, 300, NULL },
+		{ "nop_chains", test_nop_chains_in_order, 300, NULL },
+		{ "callback_io", test_callback_io, 60, NULL },
+		{ "shutdown_in_flight", test_shutdown_with_work_in_flight, 60, NULL },
+		{ "destroy", test_destroy_without_shutdown, 60, NULL },
+		{ "idle", test_idle_executor_uses_no_cpu, 60, NULL },
+		{ "usdt", test_usdt_probes_present, 30, NULL },
+		{ "bad_args", test_bad_arguments, 30, NULL },
 	};
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc = tcase_create(cases[i].name);
-
-		tcase_set_timeout(tc, cases[i].timeout);
-		tcase_add_test(tc, cases[i].t);
-		suite_add_tcase(s, tc);
-	}
+	t_add_cases(s, "exec", cases, sizeof(cases) / sizeof(cases[0]));
 	return t_run_suite(s);
 }

@@ -33,17 +33,6 @@
 #include "helpers.h"
 #include "queue.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define T_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define T_TSAN 1
-#endif
-#endif
-#ifndef T_TSAN
-#define T_TSAN 0
-#endif
-
 /* Sanitizers reserve terabytes of address space up front: no RLIMIT_AS test. */
 #if T_TSAN || defined(__SANITIZE_ADDRESS__)
 #define T_RESERVES_VM 1
@@ -949,39 +938,24 @@ END_TEST
 static Suite *queue_suite(void)
 {
 	Suite *s = suite_create("queue");
-	struct {
-		const char *name;
-		const TTest *t;
-		int timeout;
-	} cases[] = {
-		{ "deque_init_args", test_deque_init_args, 10 },
-		{ "deque_enomem", test_deque_enomem, 10 },
-		{ "deque_lifo_fifo", test_deque_lifo_fifo, 10 },
-		{ "deque_pop_half", test_deque_pop_half, 10 },
-		{ "deque_steal_half", test_deque_steal_half, 10 },
-		{ "deque_model", test_deque_model, 30 },
-		{ "deque_stress", test_deque_stress, 120 },
-		{ "inbox_basic", test_inbox_basic, 10 },
-		{ "inbox_stress", test_inbox_stress, 120 },
-		{ "global_basic", test_global_basic, 10 },
-		{ "global_stress", test_global_stress, 120 },
+	const char *enomem_skip = T_RESERVES_VM ? "a sanitizer reserves more address space "
+						  "than RLIMIT_AS would leave"
+						: NULL;
+	const struct t_case cases[] = {
+		{ "deque_init_args", test_deque_init_args, 10, NULL },
+		{ "deque_enomem", test_deque_enomem, 10, enomem_skip },
+		{ "deque_lifo_fifo", test_deque_lifo_fifo, 10, NULL },
+		{ "deque_pop_half", test_deque_pop_half, 10, NULL },
+		{ "deque_steal_half", test_deque_steal_half, 10, NULL },
+		{ "deque_model", test_deque_model, 30, NULL },
+		{ "deque_stress", test_deque_stress, 120, NULL },
+		{ "inbox_basic", test_inbox_basic, 10, NULL },
+		{ "inbox_stress", test_inbox_stress, 120, NULL },
+		{ "global_basic", test_global_basic, 10, NULL },
+		{ "global_stress", test_global_stress, 120, NULL },
 	};
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc;
-
-		if (cases[i].t == test_deque_enomem && T_RESERVES_VM) {
-			/* tests/run.sh counts these lines as skipped tests. */
-			printf("SKIP: queue/%s: a sanitizer reserves more address space than "
-			       "RLIMIT_AS would leave\n",
-			       cases[i].name);
-			continue;
-		}
-		tc = tcase_create(cases[i].name);
-		tcase_set_timeout(tc, cases[i].timeout);
-		tcase_add_test(tc, cases[i].t);
-		suite_add_tcase(s, tc);
-	}
+	t_add_cases(s, "queue", cases, sizeof(cases) / sizeof(cases[0]));
 	return s;
 }
 

@@ -1061,48 +1061,32 @@ END_TEST
 static Suite *ring_suite(void)
 {
 	Suite *s = suite_create("ring");
-	struct {
-		const char *name;
-		const TTest *t;
-	} cases[] = {
-		{ "setup", test_setup_each_config },
-		{ "env", test_env_disable },
-		{ "sq_overcommit", test_sq_overcommit },
-		{ "batching", test_batching },
-		{ "inflight_bound", test_inflight_bound },
-		{ "cq_overflow", test_cq_overflow_counted },
-		{ "accept_stream", test_accept_stream },
-		{ "recv_stream", test_recv_stream_runs_dry_and_rearms },
-		{ "recv_cancel_starved", test_recv_stream_cancel_while_starved },
-		{ "cancel_race", test_cancel_races_completion },
-		{ "cancel_blocked", test_cancel_blocked_ops },
-		{ "linked_timeout", test_linked_timeout },
-		{ "wait_timeout", test_wait_timeout },
-		{ "wake_eventfd", test_wake_eventfd },
-		{ "wake_msg_ring", test_wake_msg_ring },
-		{ "files_iowq", test_registered_files_and_iowq },
-		{ "exit_drains", test_exit_drains_everything },
-		{ "unusable_eperm", test_unusable_seccomp_eperm },
-		{ "unusable_enosys", test_unusable_seccomp_enosys },
-		{ "unusable_enomem", test_unusable_enomem_memlock },
-		{ "unusable_sysctl", test_unusable_sysctl },
-		{ "bad_args", test_bad_arguments },
+	const struct t_case cases[] = {
+		{ "setup", test_setup_each_config, 120, NULL },
+		{ "env", test_env_disable, 120, NULL },
+		{ "sq_overcommit", test_sq_overcommit, 120, NULL },
+		{ "batching", test_batching, 120, NULL },
+		{ "inflight_bound", test_inflight_bound, 120, NULL },
+		{ "cq_overflow", test_cq_overflow_counted, 120, NULL },
+		{ "accept_stream", test_accept_stream, 120, NULL },
+		{ "recv_stream", test_recv_stream_runs_dry_and_rearms, 120, NULL },
+		{ "recv_cancel_starved", test_recv_stream_cancel_while_starved, 120, NULL },
+		{ "cancel_race", test_cancel_races_completion, 120, NULL },
+		{ "cancel_blocked", test_cancel_blocked_ops, 120, NULL },
+		{ "linked_timeout", test_linked_timeout, 120, NULL },
+		{ "wait_timeout", test_wait_timeout, 120, NULL },
+		{ "wake_eventfd", test_wake_eventfd, 120, NULL },
+		{ "wake_msg_ring", test_wake_msg_ring, 120, NULL },
+		{ "files_iowq", test_registered_files_and_iowq, 120, NULL },
+		{ "exit_drains", test_exit_drains_everything, 120, NULL },
+		{ "unusable_eperm", test_unusable_seccomp_eperm, 120, NULL },
+		{ "unusable_enosys", test_unusable_seccomp_enosys, 120, NULL },
+		{ "unusable_enomem", test_unusable_enomem_memlock, 120, NULL },
+		{ "unusable_sysctl", test_unusable_sysctl, 120, sysctl_test_unavailable() },
+		{ "bad_args", test_bad_arguments, 120, NULL },
 	};
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc;
-
-		if (cases[i].t == test_unusable_sysctl && sysctl_test_unavailable()) {
-			/* tests/run.sh counts these lines as skipped tests. */
-			printf("SKIP: ring/%s: %s\n", cases[i].name, sysctl_test_unavailable());
-			continue;
-		}
-		tc = tcase_create(cases[i].name);
-
-		tcase_set_timeout(tc, 120);
-		tcase_add_test(tc, cases[i].t);
-		suite_add_tcase(s, tc);
-	}
+	t_add_cases(s, "ring", cases, sizeof(cases) / sizeof(cases[0]));
 	return s;
 }
 

@@ -110,6 +110,23 @@ int t_connect_tcp(uint16_t port)
 	return fd;
 }
 
+void t_add_cases(Suite *s, const char *suite, const struct t_case *cases, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		TCase *tc;
+
+		if (cases[i].skip) {
+			printf("SKIP: %s/%s: %s\n", suite, cases[i].name, cases[i].skip);
+			continue;
+		}
+		tc = tcase_create(cases[i].name);
+		tcase_set_timeout(tc, cases[i].timeout);
+		tcase_add_test(tc, cases[i].test);
+		suite_add_tcase(s, tc);
+	}
+	fflush(stdout);
+}
+
 int t_run_suite(Suite *s)
 {
 	SRunner *sr = srunner_create(s);

@@ -15,6 +15,18 @@
 
 #include "ring.h"
 
+/* 1 in a ThreadSanitizer build (suites scale their sizes down by it). */
+#if defined(__SANITIZE_THREAD__)
+#define T_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define T_TSAN 1
+#endif
+#endif
+#ifndef T_TSAN
+#define T_TSAN 0
+#endif
+
 struct t_config {
 	const char *name;   /* QILIN_URING_DISABLE spelling */
 	unsigned disable;   /* QL_RING_F_* forced off */
@@ -43,6 +55,21 @@ int t_listen_tcp(uint16_t *port);
 
 /* A blocking TCP connection to 127.0.0.1:port. */
 int t_connect_tcp(uint16_t port);
+
+/* One test case of a suite table: its own TCase, with its own timeout. */
+struct t_case {
+	const char *name;
+	const TTest *test;
+	int timeout;	  /* seconds */
+	const char *skip; /* why it cannot run here, or NULL */
+};
+
+/*
+ * Add each case to s as a TCase of its own. A case with a skip reason is left
+ * out and printed as "SKIP: suite/name: reason", which tests/run.sh counts as
+ * a skipped test (never as a passed one).
+ */
+void t_add_cases(Suite *s, const char *suite, const struct t_case *cases, size_t n);
 
 /* Run the Check suite built by make_suite; exit status for main(). */
 int t_run_suite(Suite *s);
