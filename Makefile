@@ -78,7 +78,10 @@ LIBS := $(URING_LIBS) -pthread
 
 URING_SRCS := $(wildcard uring/*.c)
 LIB_SRCS := $(wildcard lib/*.c)
-CORE_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(URING_SRCS) $(LIB_SRCS))
+# The context switch is hand-written per architecture (lib/ctx_ARCH.S).
+LIB_ASMS := $(wildcard lib/ctx_$(shell uname -m).S)
+CORE_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(URING_SRCS) $(LIB_SRCS)) \
+	$(patsubst %.S,$(BUILD)/obj/%.o,$(LIB_ASMS))
 
 STATIC_LIB := $(BUILD)/libqilin.a
 SONAME := libqilin.so.$(VERSION_MAJOR)
@@ -120,6 +123,11 @@ $(BUILD)/obj/uring/%.o $(BUILD)/obj/lib/%.o: override CFLAGS += $(LIB_CFLAGS)
 
 $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.S $(FLAGS_STAMP)
+	$(call msg,AS,$@)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
