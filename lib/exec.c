@@ -124,17 +124,12 @@ QL_SEMAPHORE(task_spawn);
 QL_SEMAPHORE(task_run);
 #define QL_TRACED(name) __builtin_expect(qilin_##name##_semaphore != 0, 0)
 
-/* Counters: written by the owner only, read anywhere (see ring.c's ST_ADD). */
-#define WST_ADD(w, f, n)                                                                   \
-	__atomic_store_n(&(w)->st.f, __atomic_load_n(&(w)->st.f, __ATOMIC_RELAXED) + (n), \
-			 __ATOMIC_RELAXED)
+/* Counters: written by the owner only, read anywhere (see ql__counter_add). */
+#define WST_ADD(w, f, n) ql__counter_add(&(w)->st.f, (n))
 
 uint64_t ql_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return ql__now_ns();
 }
 
 int ql_worker_id(void)
@@ -487,13 +482,14 @@ static struct ql_task *backlog_direct(struct ql_worker *w)
 	return t;
 }
 
-/* Refill the deque from the backlog and pop from it. */
-static struct ql_task *backlog_pop(struct ql_worker *w)
+/*
+ * After a bulk take: stock the deque for thieves, and run the next backlog
+ * task directly (not through the deque).
+ */
+static struct ql_task *backlog_take(struct ql_worker *w)
 {
-	if (!w->bl_head && !w->ib_rest)
-		return NULL;
 	backlog_refill(w);
-	return ql__deque_pop_local(&w->dq);
+	return backlog_direct(w);
 }
 
 /* Take the whole global queue into the backlog; returns a task or NULL. */
@@ -536,7 +532,7 @@ static struct ql_task *global_take(struct ql_worker *w)
 		w->bl_head = batch_of(n);
 	w->bl_tail = batch_of(last);
 	__atomic_store_n(&w->nbl, w->nbl + count, __ATOMIC_RELAXED);
-	return backlog_pop(w);
+	return backlog_take(w);
 }
 
 /* Take the whole inbox: the first part into the deque, the rest kept aside. */
@@ -556,7 +552,7 @@ static struct ql_task *inbox_take(struct ql_worker *w)
 	} else {
 		w->ib_rest = n;
 	}
-	return backlog_pop(w);
+	return backlog_take(w);
 }
 
 /* Steal half of a random other worker's deque. Returns a task or NULL. */
@@ -592,7 +588,7 @@ static struct ql_task *next_task(struct ql_worker *w, int fair)
 {
 	struct ql_task *t;
 
-	if (w->tick % QL_GLOBAL_EVERY == 0 && w->lifo_streak == 0 && ql__global_len(&w->ex->global)) {
+	if (w->st.ticks % QL_GLOBAL_EVERY == 0 && w->lifo_streak == 0 && ql__global_len(&w->ex->global)) {
 		/* Every so often the global queue goes first, so it cannot starve. */
 		t = global_take(w);
 		if (t)
@@ -610,8 +606,6 @@ static struct ql_task *next_task(struct ql_worker *w, int fair)
 	if ((w->ib_rest || w->bl_head) && (t = backlog_direct(w)))
 		return t;
 	if ((t = ql__deque_pop_local(&w->dq)))
-		return t;
-	if ((t = backlog_pop(w)))
 		return t;
 	if ((t = inbox_take(w)))
 		return t;
@@ -798,7 +792,7 @@ static void worker_stop(struct ql_worker *w)
 			w->lifo = NULL;
 		run_task(w, t);
 	}
-	while ((t = ql__deque_pop_local(&w->dq)) || (t = backlog_pop(w)) || (t = inbox_take(w)) ||
+	while ((t = ql__deque_pop_local(&w->dq)) || (t = backlog_direct(w)) || (t = inbox_take(w)) ||
 	       (t = global_take(w))) {
 		task_free(w, t);
 		dropped++;
@@ -831,7 +825,6 @@ static void *worker_main(void *arg)
 		unsigned ran;
 		int r;
 
-		w->tick++;
 		WST_ADD(w, ticks, 1);
 		ran = run_tick(w);
 		/* The batch: every SQE of the tick in one enter, then every CQE. */
@@ -1147,24 +1140,20 @@ int ql_exec_stats(struct ql_exec *ex, struct ql_stats *out)
 		struct ql_worker *w = ex->workers[i];
 		struct ql_worker_stats s;
 		struct ql_ring_stats rs;
-		const uint64_t *src = (const uint64_t *)&w->st;
-		uint64_t *dst = (uint64_t *)&s;
-
-		for (size_t k = 0; k < sizeof(s) / sizeof(uint64_t); k++)
-			dst[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+		ql__counters_load(&s, &w->st, sizeof(s));
 		s.spawned += atomic_load_explicit(&w->spawned_remote, memory_order_relaxed);
 		ql__ring_stats(&w->ring, &rs);
 		s.sqes = rs.sqes;
 		s.enters = rs.enters;
 		s.cqes = rs.cqes;
 		s.inflight = rs.inflight;
-		/* Queued = spawned here - finished here - stolen away: approximate. */
+		/* Deque, backlog, and 1 for a non-empty inbox: approximate. */
 		s.runq_depth = ql__deque_len(&w->dq) + __atomic_load_n(&w->nbl, __ATOMIC_RELAXED) +
 			       !ql__inbox_empty(&w->inbox);
 		if (i < out->workers_len)
 			out->workers[i] = s;
 		for (size_t k = 0; k < sizeof(s) / sizeof(uint64_t); k++)
-			((uint64_t *)tot)[k] += dst[k];
+			((uint64_t *)tot)[k] += ((const uint64_t *)&s)[k];
 	}
 	tot->dropped += atomic_load_explicit(&ex->dropped_global, memory_order_relaxed);
 	out->global_depth = atomic_load_explicit(&ex->global_tasks, memory_order_relaxed);
@@ -1246,27 +1235,24 @@ int ql_spawn(struct ql_exec *ex, void (*fn)(void *), void *arg)
 	t->arg = arg;
 	t->node.next = NULL;
 	sample_spawn(self, t);
-	if (self) {
-		/*
-		 * Counted before it is visible (release): once queued it may be
-		 * stolen and finished at once, and shutdown's drain test must
-		 * never see it finished but not spawned.
-		 */
-		__atomic_store_n(&self->st.spawned, self->st.spawned + 1, __ATOMIC_RELEASE);
-		if (local_push(self, t) < 0) {
-			__atomic_store_n(&self->st.spawned, self->st.spawned - 1, __ATOMIC_RELEASE);
-			task_free(self, t);
-			return -ENOMEM;
-		}
-		/*
-		 * Idle workers could take some of this now, not after the
-		 * spawner's tick (which may be long): wake one (Go's wakep).
-		 * Relaxed: a hint, see wake_thief.
-		 */
-		if (atomic_load_explicit(&ex->nparked, memory_order_relaxed))
-			wake_thief(self, NULL);
-		return 0;
+	/*
+	 * Counted before it is visible (release): once queued it may be stolen
+	 * and finished at once, and shutdown's drain test must never see it
+	 * finished but not spawned.
+	 */
+	__atomic_store_n(&self->st.spawned, self->st.spawned + 1, __ATOMIC_RELEASE);
+	if (local_push(self, t) < 0) {
+		__atomic_store_n(&self->st.spawned, self->st.spawned - 1, __ATOMIC_RELEASE);
+		task_free(self, t);
+		return -ENOMEM;
 	}
+	/*
+	 * Idle workers could take some of this now, not after the spawner's
+	 * tick (which may be long): wake one (Go's wakep). Relaxed: a hint,
+	 * see wake_thief.
+	 */
+	if (atomic_load_explicit(&ex->nparked, memory_order_relaxed))
+		wake_thief(self, NULL);
 	return 0;
 }
 

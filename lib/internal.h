@@ -88,7 +88,6 @@ struct ql_worker {
 	struct ql_task *pool[QL_TASK_KINDS]; /* free task records, per kind */
 	struct ql_slab *slabs;	/* slabs this worker allocated (freed at destroy) */
 	unsigned npool[QL_TASK_KINDS];
-	uint64_t tick;
 	uint32_t rng;		/* xorshift state for victim choice */
 	uint64_t next_sample_ns; /* tick probe: at most one per millisecond */
 	uint32_t sample_ctr;	/* task probes: one task in QL_SAMPLE_EVERY */

@@ -61,10 +61,7 @@ unsigned t_env_disable(void)
 
 uint64_t t_now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return ql__now_ns();
 }
 
 int t_fd_count(void)

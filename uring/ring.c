@@ -89,23 +89,9 @@ struct ql_bufgroup {
 
 /* ------------------------------------------------------------ counters */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
-
-
-/*
- * Counters are written by the owner only. A relaxed load-add-store is enough
- * (no other writer can interleave) and, unlike a plain add, lets other
- * threads read them with relaxed loads without a data race.
- */
-#define ST_ADD(r, f, n)                                                                    \
-	__atomic_store_n(&(r)->st.f, __atomic_load_n(&(r)->st.f, __ATOMIC_RELAXED) + (n), \
-			 __ATOMIC_RELAXED)
+/* Counters are written by the owner only (see ql__counter_add). */
+#define ST_ADD(r, f, n) ql__counter_add(&(r)->st.f, (n))
 #define ST_SET(r, f, v) __atomic_store_n(&(r)->st.f, (v), __ATOMIC_RELAXED)
 
 static inline void inflight_inc(struct ql_ring *r)
@@ -142,11 +128,7 @@ static inline void inflight_publish(struct ql_ring *r)
 
 void ql__ring_stats(const struct ql_ring *r, struct ql_ring_stats *out)
 {
-	const uint64_t *src = (const uint64_t *)&r->st;
-	uint64_t *dst = (uint64_t *)out;
-
-	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
-		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	ql__counters_load(out, &r->st, sizeof(*out));
 }
 
 /* ------------------------------------------------------------ errors */
@@ -677,7 +659,7 @@ int ql__ring_submit(struct ql_ring *r, unsigned wait_nr, uint64_t timeout_ns)
 			 * would make each wait end at once on the removed
 			 * timeout's CQE, and an idle loop spin.
 			 */
-			uint64_t deadline = now_ns() + timeout_ns;
+			uint64_t deadline = ql__now_ns() + timeout_ns;
 			struct io_uring_sqe *sqe;
 
 			if (!r->tmo_live || r->tmo_deadline > deadline) {
@@ -698,21 +680,17 @@ int ql__ring_submit(struct ql_ring *r, unsigned wait_nr, uint64_t timeout_ns)
 	}
 
 	for (;;) {
+		/* Work only an enter can run: deferred task work, overflowed CQEs. */
+		unsigned kernel_work = sq_flags(r) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW);
+
 		want = flush_sq(r);
+		if (!want && !wait_nr && !kernel_work)
+			return (int)submitted;
+		/* GETEVENTS when waiting, for that kernel work, and always with
+		 * DEFER_TASKRUN (completions are posted only then). */
 		flags = 0;
-		/*
-		 * GETEVENTS when waiting, and whenever the kernel holds work
-		 * only an enter can run: deferred task work (DEFER_TASKRUN or
-		 * the TASKRUN flag) or CQEs parked on the overflow list.
-		 */
-		if (wait_nr || (r->setup_flags & IORING_SETUP_DEFER_TASKRUN) ||
-		    (sq_flags(r) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)))
+		if (wait_nr || kernel_work || (r->setup_flags & IORING_SETUP_DEFER_TASKRUN))
 			flags |= IORING_ENTER_GETEVENTS;
-		if (!want && !wait_nr && !(flags & IORING_ENTER_GETEVENTS))
-			return (int)submitted;
-		if (!want && !wait_nr && (r->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
-		    !(sq_flags(r) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)))
-			return (int)submitted;
 		if (wait_nr && timeout_ns && (r->features & QL_RING_F_EXT_ARG)) {
 			memset(&arg, 0, sizeof(arg));
 			arg.sigmask_sz = _NSIG / 8;
@@ -1504,13 +1482,10 @@ int ql__ring_exit(struct ql_ring *r, uint64_t timeout_ns)
 	uint64_t deadline;
 	int ret = 0;
 
-	if (!r || !r->live) {
-		if (r && r->uring.ring_fd > 0 && !r->live)
-			r->uring.ring_fd = -1;
+	if (!r || !r->live)
 		return 0;
-	}
 	r->exiting = 1;
-	deadline = timeout_ns ? now_ns() + timeout_ns : UINT64_MAX;
+	deadline = timeout_ns ? ql__now_ns() + timeout_ns : UINT64_MAX;
 
 	/* Streams stalled on empty groups end now, through dispatch. */
 	for (struct ql_bufgroup *bg = r->groups; bg; bg = bg->next)
@@ -1518,7 +1493,7 @@ int ql__ring_exit(struct ql_ring *r, uint64_t timeout_ns)
 			ql__ring_cancel(r, bg->starved);
 	while (r->inflight || r->wake_armed || r->tmo_armed || r->cancel_all_armed ||
 	       ql__ring_pending(r)) {
-		uint64_t now = now_ns();
+		uint64_t now = ql__now_ns();
 
 		if (now >= deadline) {
 			ret = -ETIMEDOUT;

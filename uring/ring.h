@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <liburing.h>
 
 /*
@@ -200,6 +201,38 @@ const char *ql__ring_last_error(void);
  * mode and RLIMIT_MEMLOCK. Writes one sentence to buf. Returns err.
  */
 int ql__ring_explain(int err, char *buf, size_t len);
+
+/*
+ * Add n to a counter only the calling thread writes. A relaxed load-add-store
+ * is enough (no other writer can interleave) and, unlike a plain add, lets
+ * other threads read the counter with relaxed loads without a data race.
+ */
+static inline void ql__counter_add(uint64_t *c, uint64_t n)
+{
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+/*
+ * Copy a struct made only of such counters (len bytes) with relaxed loads:
+ * each value exact, the set not a snapshot.
+ */
+static inline void ql__counters_load(void *dst, const void *src, size_t len)
+{
+	const uint64_t *from = src;
+	uint64_t *to = dst;
+
+	for (size_t i = 0; i < len / sizeof(uint64_t); i++)
+		to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
+}
+
+/* The monotonic clock in nanoseconds (ql_now() is this, exported). */
+static inline uint64_t ql__now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /* Non-zero if the kernel supports opcode op (IORING_OP_*). */
 static inline int ql__ring_op_supported(const struct ql_ring *r, unsigned op)
