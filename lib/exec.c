@@ -488,8 +488,13 @@ static struct ql_task *backlog_direct(struct ql_worker *w)
  */
 static struct ql_task *backlog_take(struct ql_worker *w)
 {
+	struct ql_task *t;
+
 	backlog_refill(w);
-	return backlog_direct(w);
+	/* A take small enough to fit went whole into the deque: pop it there. */
+	if (!(t = backlog_direct(w)))
+		t = ql__deque_pop_local(&w->dq);
+	return t;
 }
 
 /* Take the whole global queue into the backlog; returns a task or NULL. */
@@ -931,18 +936,20 @@ static void exec_stop_join(struct ql_exec *ex)
 			pthread_join(w->thread, NULL);
 	}
 	/* Tasks still in the global queue were never run: drop them. */
-	unsigned count = 0;
-	struct ql_qnode *n = ql__global_take(&ex->global, &count);
+	unsigned long count = 0;
+	struct ql_qnode *n = ql__global_take(&ex->global, NULL);
 	while (n) {
 		struct ql_qnode *next = n->next;
 		struct ql_batch *b = batch_of(n);
 
-		for (unsigned i = b->pos; i < b->n; i++)
+		/* Count tasks, not batches: the queue's own count is of nodes. */
+		for (unsigned i = b->pos; i < b->n; i++, count++)
 			record_release(b->items[i]);
 		free(b);
 		n = next;
 	}
 	atomic_fetch_add_explicit(&ex->dropped_global, count, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&ex->global_tasks, count, memory_order_relaxed);
 }
 
 int ql_exec_create(const struct ql_exec_opts *opts, struct ql_exec **out)

@@ -399,6 +399,17 @@ static void slow_task(void *arg)
 	atomic_fetch_add(&ndone, 1);
 }
 
+/* From inside a worker: more than a deque holds, so batches spill to the global queue. */
+static void spill_spawner(void *arg)
+{
+	long n = (long)(uintptr_t)arg, fails = 0;
+
+	for (long i = 0; i < n; i++)
+		fails += ql_spawn(g_ex, slow_task, NULL) != 0;
+	ck_assert_int_eq(fails, 0);
+	atomic_fetch_add(&ndone, 1);
+}
+
 START_TEST(test_shutdown_with_work_in_flight)
 {
 	int p[2], fds0 = t_fd_count();
@@ -413,6 +424,9 @@ START_TEST(test_shutdown_with_work_in_flight)
 	for (int i = 0; i < BLOCKED; i++)
 		ck_assert_int_eq(ql_spawn(g_ex, blocked_io, (void *)(uintptr_t)p[0]), 0);
 	wait_for(&ndone, BLOCKED);
+	/* Tasks queued in the global queue too (dropped there count per task). */
+	ck_assert_int_eq(ql_spawn(g_ex, spill_spawner, (void *)(uintptr_t)SLOW), 0);
+	wait_for(&ndone, BLOCKED + 1);
 	/* Plenty of queued tasks too: some run, the rest are dropped. */
 	for (int i = 0; i < SLOW; i++)
 		ck_assert_int_eq(ql_spawn(g_ex, slow_task, NULL), 0);
@@ -424,6 +438,7 @@ START_TEST(test_shutdown_with_work_in_flight)
 	ck_assert_int_eq(atomic_load(&completed), 0);
 	ck_assert_int_eq(ql_exec_stats(g_ex, &st), 0);
 	ck_assert_uint_eq(st.total.run + st.total.dropped, st.total.spawned);
+	ck_assert_uint_eq(st.global_depth, 0);
 	ck_assert_int_eq(ql_spawn(g_ex, slow_task, NULL), -ESHUTDOWN);
 	ck_assert_int_eq(ql_exec_shutdown(g_ex, 0), -EALREADY);
 	ql_exec_destroy(g_ex);
