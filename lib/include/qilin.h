@@ -11,16 +11,18 @@
  * negative errno on failure; each says whether it may be called from outside
  * a task. Link with `pkg-config --cflags --libs qilin`.
  *
- * This release contains the executor with stackless tasks and I/O in
- * callback form; stackful tasks, defer chains and scopes arrive in later
- * releases under the names reserved in docs/api.md.
+ * Contents: the executor; stackless tasks and I/O in callback form;
+ * stackful tasks with defer chains, panic/recover, cancellation scopes with
+ * deadlines, and blocking-style I/O. docs/api.md is the guide.
  */
 #ifndef QILIN_H
 #define QILIN_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -37,6 +39,8 @@ extern "C" {
 #define QL_VERSION_PATCH 0
 
 struct ql_exec;
+struct ql_task;
+struct ql_scope;
 
 /*
  * The library's version, "MAJOR.MINOR.PATCH". Any thread, any time.
@@ -174,6 +178,191 @@ QL_API int ql_send_cb(int fd, const void *buf, size_t n, int flags, ql_io_fn fn,
 QL_API int ql_accept_cb(int fd, ql_io_fn fn, void *arg);
 /* Completes with -ETIME after ns nanoseconds (at once when ns is 0). */
 QL_API int ql_timeout_cb(uint64_t ns, ql_io_fn fn, void *arg);
+
+/* ------------------------------------------------------------ stackful tasks */
+
+/* Options for ql_go(); every field may be left 0. */
+struct ql_task_opts {
+	size_t sz;		 /* sizeof(struct ql_task_opts) */
+	size_t stack_size;	 /* usable stack bytes; 0: QL_STACK_DEFAULT */
+	const char *name;	 /* for panic and stack-overflow reports; not copied */
+	struct ql_scope *scope;	 /* scope to run in; NULL: the spawner's current one */
+};
+
+/* The default stack: 64 KiB of address space, of which only the touched pages cost memory. */
+#define QL_STACK_DEFAULT (64u * 1024u)
+/* The smallest stack ql_go accepts. */
+#define QL_STACK_MIN (16u * 1024u)
+
+/*
+ * Spawn a stackful task: fn(arg) runs on a stack of its own (mmap'd, with a
+ * guard page below it, pooled per worker) and may block in any qilin call:
+ * ql_join, ql_yield, ql_sleep and the blocking I/O below park the task, not
+ * the worker. It belongs to opts->scope, or to the spawner's current scope
+ * when called from a task. If out is not NULL, *out is a handle for
+ * ql_join/ql_cancel that must be given back with ql_task_release(); with out
+ * NULL the task is detached. Returns 0, or -errno: -EINVAL (NULL ex or fn,
+ * bad opts, stack size below QL_STACK_MIN or above 1 GiB), -ESHUTDOWN after
+ * ql_exec_shutdown(), -ECANCELED (the scope is already cancelled or past its
+ * deadline), -ENOMEM (no memory, or vm.max_map_count reached: each task stack
+ * costs two memory mappings; the message on stderr names the limit). Any
+ * thread; from a worker of ex no system call is made in steady state.
+ */
+QL_API int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg,
+		 const struct ql_task_opts *opts, struct ql_task **out);
+
+/*
+ * Wait until t has ended. From a stackful task the task parks; from any other
+ * thread (a stackless task counts as one: avoid it there) the thread blocks.
+ * Returns 0 and sets *status (if not NULL) to how fn ended:
+ *   0                        it returned;
+ *   -ECANCELED / -ETIMEDOUT  it returned after being cancelled / after its
+ *                            scope's deadline passed;
+ *   code                     it panicked with this code and a deferred
+ *                            function recovered;
+ * or returns -EOWNERDEAD with *status = the code of a panic nobody
+ * recovered. Errors: -EINVAL (NULL t), -EDEADLK (a task joining itself),
+ * -ECANCELED / -ETIMEDOUT (the joining task was cancelled while waiting: t
+ * is still running and the handle still valid). A task may be joined any
+ * number of times, until released.
+ */
+QL_API int ql_join(struct ql_task *t, int *status);
+
+/*
+ * Cancel t: every qilin call it is blocked in, or makes from now on, returns
+ * -ECANCELED (the kernel operation is cancelled first), promptly. The task
+ * decides how to end, as with Go's contexts; its defer chain runs when it
+ * does. Returns 0, -EINVAL for NULL, -EALREADY if t has already ended. Any
+ * thread.
+ */
+QL_API int ql_cancel(struct ql_task *t);
+
+/* Give a handle back; the task keeps running if it has not ended. NULL is a no-op. Any thread. */
+QL_API void ql_task_release(struct ql_task *t);
+
+/* The task's id (unique in the process), or 0 for NULL. Any thread. */
+QL_API uint64_t ql_task_id(const struct ql_task *t);
+
+/*
+ * The calling stackful task, or NULL outside one. The pointer is valid while
+ * the task runs; it is not a handle (do not release it).
+ */
+QL_API struct ql_task *ql_self(void);
+
+/*
+ * Let other tasks run: the calling stackful task goes behind the tasks that
+ * are ready on its worker. Returns 0, -ECANCELED / -ETIMEDOUT if the task is
+ * cancelled or past its deadline (it still yielded), or -EPERM outside a
+ * stackful task.
+ */
+QL_API int ql_yield(void);
+
+/*
+ * Park the calling task for ns nanoseconds (an io_uring timeout in the
+ * worker's batch). Returns 0, -ECANCELED or -ETIMEDOUT (woken early by a
+ * cancel or a deadline), -EPERM outside a stackful task.
+ */
+QL_API int ql_sleep(uint64_t ns);
+
+/* ------------------------------------------------------------ defer, panic, recover */
+
+/*
+ * Push fn(arg) on the current task's defer chain. arg is the value given
+ * now; the chain runs last-in first-out exactly once when the task ends: by
+ * returning, after a cancellation, or by a panic. Works in stackful and
+ * stackless tasks (for a stackless task, when fn returns). No allocation in
+ * steady state. Returns 0, -EINVAL (NULL fn), -EPERM outside a task, -ENOMEM.
+ */
+QL_API int ql_defer(void (*fn)(void *), void *arg);
+
+/*
+ * Panic: stop the current task here and run its defer chain. If a deferred
+ * function calls ql_recover(), the panic stops and the task ends normally
+ * with status code; otherwise the task ends as panicked (ql_join returns
+ * -EOWNERDEAD) and the panic is logged once on stderr with the task's id,
+ * code and message. The process and the other tasks go on. A panic inside a
+ * deferred function replaces the one being handled. code 0 is reported as
+ * -1. Outside a task it prints the message and aborts the process. Does not
+ * return.
+ */
+QL_API void ql_panic(int code, const char *msg) __attribute__((noreturn));
+
+/*
+ * In a deferred function run because of a panic: stop the panic and return
+ * its code. Anywhere else (no panic, not in a deferred function, outside a
+ * task): returns 0 and does nothing.
+ */
+QL_API int ql_recover(void);
+
+/* ------------------------------------------------------------ scopes and deadlines */
+
+/* No deadline. */
+#define QL_NO_DEADLINE UINT64_MAX
+
+/*
+ * Open a scope (Go's context.WithCancel / WithDeadline). deadline_ns is an
+ * absolute ql_now() time, or QL_NO_DEADLINE. Inside a stackful task the new
+ * scope is a child of the task's current scope and becomes the current one:
+ * the task's own calls obey it, and tasks it spawns belong to it. From any
+ * other thread it is a root scope, used through ql_task_opts.scope.
+ * Cancelling a scope, or reaching its deadline (or an ancestor's), cancels
+ * every task in it and in its child scopes: their blocked calls return
+ * -ECANCELED (-ETIMEDOUT for a deadline) within a millisecond, with the
+ * kernel operation cancelled. Returns 0 and sets *out, or -EINVAL, -ENOMEM,
+ * -ECANCELED / -ETIMEDOUT (the parent is already cancelled / expired).
+ */
+QL_API int ql_scope_open(struct ql_scope **out, uint64_t deadline_ns);
+
+/* Cancel s and everything in it. Returns 0, -EINVAL for NULL. Any thread. */
+QL_API int ql_scope_cancel(struct ql_scope *s);
+
+/*
+ * Close s: it is cancelled (tasks still in it are cancelled) and the handle
+ * is given back; in the task that opened it, the previous scope becomes
+ * current again (close scopes in reverse order of opening). NULL is a no-op.
+ * Any thread for a root scope; the opening task for the others.
+ */
+QL_API void ql_scope_close(struct ql_scope *s);
+
+/* The current deadline of the calling task (the nearest of its scopes), or QL_NO_DEADLINE. */
+QL_API uint64_t ql_deadline(void);
+
+/* ------------------------------------------------------------ blocking-style I/O */
+
+/*
+ * Blocking-style I/O for stackful tasks. Each call prepares one io_uring
+ * operation on the worker's ring, parks the task, and returns when the
+ * operation's CQE has arrived: the result (a count, an fd, or 0) or -errno.
+ * The operation goes to the kernel in the worker's end-of-tick batch with
+ * everything the other tasks prepared. If the task is cancelled or its
+ * deadline passes, the operation is cancelled (IORING_OP_ASYNC_CANCEL) and
+ * the call returns -ECANCELED or -ETIMEDOUT once the kernel has let go of
+ * the buffers; an fd that an accept, openat or socket produced despite the
+ * cancel is closed, never leaked. Outside a stackful task every call returns
+ * -EPERM; after shutdown, -ESHUTDOWN. Offsets of -1 mean "the file position".
+ * ql_shutdown and ql_socket fall back to the plain system call on kernels
+ * without the opcode.
+ */
+QL_API ssize_t ql_read(int fd, void *buf, size_t n);
+QL_API ssize_t ql_write(int fd, const void *buf, size_t n);
+QL_API ssize_t ql_pread(int fd, void *buf, size_t n, off_t off);
+QL_API ssize_t ql_pwrite(int fd, const void *buf, size_t n, off_t off);
+QL_API ssize_t ql_readv(int fd, const struct iovec *iov, int iovcnt, off_t off);
+QL_API ssize_t ql_writev(int fd, const struct iovec *iov, int iovcnt, off_t off);
+QL_API ssize_t ql_recv(int fd, void *buf, size_t n, int flags);
+QL_API ssize_t ql_send(int fd, const void *buf, size_t n, int flags);
+QL_API ssize_t ql_recvmsg(int fd, struct msghdr *msg, int flags);
+QL_API ssize_t ql_sendmsg(int fd, const struct msghdr *msg, int flags);
+/* flags: accept4's (SOCK_CLOEXEC, SOCK_NONBLOCK). */
+QL_API int ql_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+QL_API int ql_connect(int fd, const struct sockaddr *addr, socklen_t len);
+QL_API int ql_socket(int domain, int type, int protocol);
+QL_API int ql_shutdown(int fd, int how);
+QL_API int ql_openat(int dfd, const char *path, int flags, mode_t mode);
+QL_API int ql_close(int fd);
+QL_API int ql_fsync(int fd);
+/* Wait until fd is ready for events (POLLIN, POLLOUT, ...); returns the revents. */
+QL_API int ql_poll(int fd, unsigned events);
 
 #ifdef __cplusplus
 }
