@@ -96,6 +96,7 @@ _Static_assert(QL_BATCH_MAX == QL_DEQUE_SIZE / 2, "a batch is half a deque");
 #define QL_DRAIN_POLL_NS 200000ull
 
 __thread struct ql_worker *ql__self;
+__thread struct ql_chain *ql__chain;
 
 /* A spin-wait hint to the CPU (lets the sibling hyper-thread run). */
 static inline void cpu_relax(void)
@@ -143,11 +144,16 @@ static inline int exec_state(const struct ql_exec *ex)
 	return atomic_load_explicit(&ex->state, memory_order_acquire);
 }
 
+int ql__exec_state(const struct ql_exec *ex)
+{
+	return exec_state(ex);
+}
+
 /* ------------------------------------------------------------ task records */
 
-static inline struct ql_task *node_task(struct ql_qnode *n)
+static inline struct ql_job *node_task(struct ql_qnode *n)
 {
-	return (struct ql_task *)((char *)n - offsetof(struct ql_task, node));
+	return (struct ql_job *)((char *)n - offsetof(struct ql_job, node));
 }
 
 
@@ -162,13 +168,13 @@ static inline struct ql_task *node_task(struct ql_qnode *n)
  * by exchange, which has no ABA problem because nothing pops one node.
  * Outside threads allocate with malloc; their records then join the pools.
  */
-/* Bytes of a record of each kind (pool index = enum ql_task_kind). */
-static const size_t record_size[QL_TASK_KINDS] = {
-	[QL_TASK_FN] = sizeof(struct ql_task),
-	[QL_TASK_IO] = sizeof(struct ql_io_task),
+/* Bytes of a record of each kind (pool index = enum ql_job_kind). */
+static const size_t record_size[QL_JOB_KINDS] = {
+	[QL_JOB_FN] = sizeof(struct ql_job),
+	[QL_JOB_IO] = sizeof(struct ql_io_job),
 };
 
-static struct ql_task *pool_refill(struct ql_worker *w, unsigned kind)
+static struct ql_job *pool_refill(struct ql_worker *w, unsigned kind)
 {
 	struct ql_exec *ex = w->ex;
 	/* Acquire: the records' links, written by the pusher, are visible. */
@@ -197,7 +203,7 @@ static size_t slab_stride(unsigned kind)
  * an executor keeps the memory of the most tasks it ever had queued at once
  * (as Go keeps its goroutine structures), at 48 bytes per stackless task.
  */
-static struct ql_task *slab_alloc(struct ql_worker *w, unsigned kind)
+static struct ql_job *slab_alloc(struct ql_worker *w, unsigned kind)
 {
 	size_t stride = slab_stride(kind);
 	struct ql_slab *sl = malloc(sizeof(*sl) + QL_SLAB_RECORDS * stride);
@@ -207,7 +213,7 @@ static struct ql_task *slab_alloc(struct ql_worker *w, unsigned kind)
 	sl->next = w->slabs;
 	w->slabs = sl;
 	for (unsigned i = QL_SLAB_RECORDS - 1; i > 0; i--) {
-		struct ql_task *t = (struct ql_task *)(sl->data + i * stride);
+		struct ql_job *t = (struct ql_job *)(sl->data + i * stride);
 
 		t->slab = 1;
 		t->kind = (uint8_t)kind;
@@ -215,14 +221,14 @@ static struct ql_task *slab_alloc(struct ql_worker *w, unsigned kind)
 		w->pool[kind] = t;
 	}
 	w->npool[kind] += QL_SLAB_RECORDS - 1;
-	struct ql_task *t = (struct ql_task *)sl->data;
+	struct ql_job *t = (struct ql_job *)sl->data;
 	t->slab = 1;
 	return t;
 }
 
-static struct ql_task *task_alloc(struct ql_worker *w, unsigned kind)
+static struct ql_job *task_alloc(struct ql_worker *w, unsigned kind)
 {
-	struct ql_task *t;
+	struct ql_job *t;
 
 	if (w && (w->pool[kind] || pool_refill(w, kind))) {
 		t = w->pool[kind];
@@ -252,7 +258,7 @@ static struct ql_task *task_alloc(struct ql_worker *w, unsigned kind)
 }
 
 /* Give a record's memory back, unless it belongs to a slab. */
-static void record_release(struct ql_task *t)
+static void record_release(struct ql_job *t)
 {
 	if (!t->slab)
 		free(t);
@@ -262,7 +268,7 @@ static void record_release(struct ql_task *t)
 static void pool_spill(struct ql_worker *w, unsigned kind)
 {
 	struct ql_exec *ex = w->ex;
-	struct ql_task *first = w->pool[kind], *last = first;
+	struct ql_job *first = w->pool[kind], *last = first;
 	unsigned n = 1;
 
 	while (n < QL_POOL_MAX / 2 && last->node.next) {
@@ -280,7 +286,7 @@ static void pool_spill(struct ql_worker *w, unsigned kind)
 	atomic_fetch_add_explicit(&ex->free_count[kind], n, memory_order_relaxed);
 }
 
-static void task_free(struct ql_worker *w, struct ql_task *t)
+static void task_free(struct ql_worker *w, struct ql_job *t)
 {
 	unsigned kind = t->kind;
 
@@ -307,7 +313,7 @@ static void free_chain(struct ql_qnode *n)
 
 static void pool_drain(struct ql_worker *w)
 {
-	for (unsigned k = 0; k < QL_TASK_KINDS; k++) {
+	for (unsigned k = 0; k < QL_JOB_KINDS; k++) {
 		free_chain(w->pool[k] ? &w->pool[k]->node : NULL);
 		w->pool[k] = NULL;
 		w->npool[k] = 0;
@@ -317,9 +323,9 @@ static void pool_drain(struct ql_worker *w)
 /* ------------------------------------------------------------ queues */
 
 /* Put a continuation where it runs next; the previous one waits its turn. */
-static void make_ready(struct ql_worker *w, struct ql_task *t)
+static void make_ready(struct ql_worker *w, struct ql_job *t)
 {
-	struct ql_task *prev = w->lifo;
+	struct ql_job *prev = w->lifo;
 
 	w->lifo = t;
 	if (!prev)
@@ -333,9 +339,26 @@ static void make_ready(struct ql_worker *w, struct ql_task *t)
 	w->nready++;
 }
 
-static struct ql_task *ready_pop(struct ql_worker *w)
+/* At the end of the ready list: behind everything ready now (a yield). */
+void ql__ready_append(struct ql_worker *w, struct ql_job *t)
 {
-	struct ql_task *t = w->ready_head;
+	t->node.next = NULL;
+	if (w->ready_tail)
+		w->ready_tail->node.next = &t->node;
+	else
+		w->ready_head = t;
+	w->ready_tail = t;
+	w->nready++;
+}
+
+void ql__make_ready(struct ql_worker *w, struct ql_job *t)
+{
+	make_ready(w, t);
+}
+
+static struct ql_job *ready_pop(struct ql_worker *w)
+{
+	struct ql_job *t = w->ready_head;
 
 	if (!t)
 		return NULL;
@@ -378,7 +401,7 @@ static void global_push(struct ql_exec *ex, struct ql_batch *b)
  * half to the global queue first (Go's runqputslow). Returns 0 or -ENOMEM
  * (no memory for the batch: the task is not queued).
  */
-static int local_push(struct ql_worker *w, struct ql_task *t)
+static int local_push(struct ql_worker *w, struct ql_job *t)
 {
 	struct ql_batch *b;
 
@@ -456,9 +479,9 @@ out:
  * a trip through the deque: no barrier per task. Used while the tick's
  * refill keeps the deque stocked for thieves.
  */
-static struct ql_task *backlog_direct(struct ql_worker *w)
+static struct ql_job *backlog_direct(struct ql_worker *w)
 {
-	struct ql_task *t;
+	struct ql_job *t;
 
 	if (w->ib_rest) {
 		struct ql_qnode *n = w->ib_rest;
@@ -486,9 +509,9 @@ static struct ql_task *backlog_direct(struct ql_worker *w)
  * After a bulk take: stock the deque for thieves, and run the next backlog
  * task directly (not through the deque).
  */
-static struct ql_task *backlog_take(struct ql_worker *w)
+static struct ql_job *backlog_take(struct ql_worker *w)
 {
-	struct ql_task *t;
+	struct ql_job *t;
 
 	backlog_refill(w);
 	/* A take small enough to fit went whole into the deque: pop it there. */
@@ -498,7 +521,7 @@ static struct ql_task *backlog_take(struct ql_worker *w)
 }
 
 /* Take the whole global queue into the backlog; returns a task or NULL. */
-static struct ql_task *global_take(struct ql_worker *w)
+static struct ql_job *global_take(struct ql_worker *w)
 {
 	unsigned count = 0;
 	struct ql_qnode *n = ql__global_take(&w->ex->global, &count);
@@ -541,7 +564,7 @@ static struct ql_task *global_take(struct ql_worker *w)
 }
 
 /* Take the whole inbox: the first part into the deque, the rest kept aside. */
-static struct ql_task *inbox_take(struct ql_worker *w)
+static struct ql_job *inbox_take(struct ql_worker *w)
 {
 	struct ql_qnode *n = ql__inbox_take_all_local(&w->inbox);
 
@@ -561,7 +584,7 @@ static struct ql_task *inbox_take(struct ql_worker *w)
 }
 
 /* Steal half of a random other worker's deque. Returns a task or NULL. */
-static struct ql_task *steal(struct ql_worker *w)
+static struct ql_job *steal(struct ql_worker *w)
 {
 	struct ql_exec *ex = w->ex;
 	unsigned n = ex->nworkers, start;
@@ -589,9 +612,9 @@ static struct ql_task *steal(struct ql_worker *w)
 }
 
 /* The next task to run, or NULL. `fair` picks continuations before queued tasks. */
-static struct ql_task *next_task(struct ql_worker *w, int fair)
+static struct ql_job *next_task(struct ql_worker *w, int fair)
 {
-	struct ql_task *t;
+	struct ql_job *t;
 
 	if (w->st.ticks % QL_GLOBAL_EVERY == 0 && w->lifo_streak == 0 && ql__global_len(&w->ex->global)) {
 		/* Every so often the global queue goes first, so it cannot starve. */
@@ -673,21 +696,32 @@ static void wake_thief(struct ql_worker *w, struct ql_worker *from)
 
 /* ------------------------------------------------------------ running */
 
-static void run_task(struct ql_worker *w, struct ql_task *t)
+static void run_task(struct ql_worker *w, struct ql_job *t)
 {
 	if (QL_TRACED(task_run) && t->t_ready) {
 		uint64_t delay = ql_now() - t->t_ready;
 
 		STAP_PROBE3(qilin, task_run, t, w->id, delay);
 	}
-	if (t->kind == QL_TASK_IO) {
-		struct ql_io_task *io = (struct ql_io_task *)t;
-
-		io->cb(io->cbarg, (ssize_t)io->res);
+	if (t->kind == QL_JOB_GO) {
+		/* A stackful task counts as run once, when it ends. */
+		if (!ql__go_run(w, (struct ql_task *)t))
+			return;
 	} else {
-		t->fn(t->arg);
+		w->cur_job = t;
+		if (t->kind == QL_JOB_IO) {
+			struct ql_io_job *io = (struct ql_io_job *)t;
+
+			io->cb(io->cbarg, (ssize_t)io->res);
+		} else {
+			t->fn(t->arg);
+		}
+		/* Its defer chain, if it made one (ql_defer from a stackless task). */
+		if (__builtin_expect(w->fn_chain.n != 0 || w->fn_chain.chunk != NULL, 0))
+			ql__chain_run(&w->fn_chain);
+		w->cur_job = NULL;
+		task_free(w, t);
 	}
-	task_free(w, t);
 	/*
 	 * Release: the task's effects happen before shutdown, reading `run`
 	 * (its drain test), can see the task ended. Owner-only writer.
@@ -721,7 +755,7 @@ static unsigned run_tick(struct ql_worker *w)
 		backlog_refill(w);
 	while (ran < QL_TICK_BUDGET) {
 		/* Alternate: continuations first on even picks, queued tasks on odd. */
-		struct ql_task *t = next_task(w, !(ran & 1));
+		struct ql_job *t = next_task(w, !(ran & 1));
 
 		if (!t)
 			break;
@@ -783,7 +817,7 @@ static void pin(struct ql_worker *w)
 /* Stop: cancel the ring's I/O, run the continuations, drop the queued tasks. */
 static void worker_stop(struct ql_worker *w)
 {
-	struct ql_task *t;
+	struct ql_job *t;
 	unsigned long dropped = 0;
 
 	/*
@@ -792,17 +826,43 @@ static void worker_stop(struct ql_worker *w)
 	 * below with their results (-ECANCELED for the cancelled ones).
 	 */
 	ql__ring_exit(&w->ring, 0);
-	while ((t = w->lifo) || (t = ready_pop(w))) {
-		if (t == w->lifo)
-			w->lifo = NULL;
-		run_task(w, t);
-	}
-	while ((t = ql__deque_pop_local(&w->dq)) || (t = backlog_direct(w)) || (t = inbox_take(w)) ||
-	       (t = global_take(w))) {
+	for (;;) {
+		if ((t = w->lifo) || (t = ready_pop(w))) {
+			if (t == w->lifo)
+				w->lifo = NULL;
+			run_task(w, t);
+			continue;
+		}
+		t = ql__deque_pop_local(&w->dq);
+		if (!t && !(t = backlog_direct(w)) && !(t = inbox_take(w)) && !(t = global_take(w)))
+			break;
+		/*
+		 * Stackful tasks run on: their calls now fail (-ESHUTDOWN) and
+		 * they end through their defer chains. So do the library's
+		 * own jobs (they hold references). Plain stackless ones are
+		 * dropped.
+		 */
+		if (t->kind == QL_JOB_GO || t->sys) {
+			run_task(w, t);
+			continue;
+		}
 		task_free(w, t);
 		dropped++;
 	}
 	WST_ADD(w, dropped, dropped);
+}
+
+/* A stackless job panicked and its chain ran: finish it as run_task would. */
+static void panic_landed(struct ql_worker *w)
+{
+	struct ql_job *t = w->cur_job;
+
+	ql__chain_reset(&w->fn_chain);
+	w->cur_job = NULL;
+	if (t) {
+		task_free(w, t);
+		__atomic_store_n(&w->st.run, w->st.run + 1, __ATOMIC_RELEASE);
+	}
 }
 
 static void *worker_main(void *arg)
@@ -813,6 +873,8 @@ static void *worker_main(void *arg)
 	int ret;
 
 	ql__self = w;
+	ql__chain = &w->fn_chain;
+	ql__task_worker_init(w);
 	pin(w);
 	/* The ring is made here: DEFER_TASKRUN binds it to the creating thread. */
 	ret = ql__ring_init(&w->ring, &ro);
@@ -823,9 +885,20 @@ static void *worker_main(void *arg)
 		ex->nrunning++;
 	pthread_cond_broadcast(&ex->start_cond);
 	pthread_mutex_unlock(&ex->start_lock);
-	if (ret < 0)
+	if (ret < 0) {
+		ql__task_worker_fini(w);
 		return NULL;
+	}
 
+	/*
+	 * A stackless task that panics lands here (after its chain ran): it
+	 * ended, and the loop goes on. Nothing below is kept in registers
+	 * across the jump but ex and w, which never change.
+	 */
+	jmp_buf jb;
+	if (setjmp(jb))
+		panic_landed(w);
+	w->panic_jb = &jb;
 	while (exec_state(ex) != QL_EXEC_STOPPING) {
 		unsigned ran;
 		int r;
@@ -845,7 +918,7 @@ static void *worker_main(void *arg)
 		 * spinning M). A victim between two refills, or a lost race,
 		 * would otherwise cost a park and a wake-up a tick later.
 		 */
-		struct ql_task *t = NULL;
+		struct ql_job *t = NULL;
 		for (unsigned spin = 0; spin < QL_SPIN_ROUNDS && !t; spin++) {
 			t = steal(w);
 			if (!t && ql__global_len(&ex->global))
@@ -876,7 +949,14 @@ static void *worker_main(void *arg)
 	while (ex->nstopped < ex->nrunning || !ex->wakes_done)
 		pthread_cond_wait(&ex->start_cond, &ex->start_lock);
 	pthread_mutex_unlock(&ex->start_lock);
+	/* Shutdown runs tasks too: panics there land here. */
+	jmp_buf jb_stop;
+	if (setjmp(jb_stop))
+		panic_landed(w);
+	w->panic_jb = &jb_stop;
 	worker_stop(w);
+	w->panic_jb = NULL;
+	ql__task_worker_fini(w);
 	pool_drain(w);
 	return NULL;
 }
@@ -888,13 +968,14 @@ static void exec_free(struct ql_exec *ex)
 	if (!ex)
 		return;
 	/* Malloc'ed records idle in the free stacks (slab records go below). */
-	for (unsigned k = 0; k < QL_TASK_KINDS; k++)
+	for (unsigned k = 0; k < QL_JOB_KINDS; k++)
 		free_chain(atomic_exchange_explicit(&ex->free_head[k], NULL, memory_order_acquire));
 	for (unsigned i = 0; ex->workers && i < ex->nworkers; i++) {
 		struct ql_worker *w = ex->workers[i];
 
 		if (!w)
 			continue;
+		ql__task_pools_free(w);
 		/* Every slab record is idle once the workers are gone. */
 		while (w->slabs) {
 			struct ql_slab *sl = w->slabs;
@@ -906,6 +987,11 @@ static void exec_free(struct ql_exec *ex)
 		free(w);
 	}
 	free(ex->workers);
+	if (atomic_load_explicit(&ex->tasks_live, memory_order_relaxed))
+		fprintf(stderr,
+			"qilin: %llu stackful task(s) never ended (parked for good at shutdown); "
+			"their stacks stay mapped\n",
+			(unsigned long long)atomic_load(&ex->tasks_live));
 	pthread_mutex_destroy(&ex->start_lock);
 	pthread_cond_destroy(&ex->start_cond);
 	free(ex);
@@ -983,6 +1069,7 @@ int ql_exec_create(const struct ql_exec_opts *opts, struct ql_exec **out)
 			cpus[ncpu++] = c;
 	}
 
+	ql__task_global_init();
 	ex = calloc(1, sizeof(*ex));
 	if (!ex)
 		return -ENOMEM;
@@ -1074,6 +1161,9 @@ static int outside_spawns_busy(struct ql_exec *ex)
 		/* seq_cst: pairs with the spawner's increment before its state check. */
 		if (atomic_load_explicit(&w->remote_done, memory_order_seq_cst) !=
 		    atomic_load_explicit(&w->spawned_remote, memory_order_seq_cst))
+			return 1;
+		if (atomic_load_explicit(&w->ready_remote_done, memory_order_seq_cst) !=
+		    atomic_load_explicit(&w->ready_remote, memory_order_seq_cst))
 			return 1;
 	}
 	return 0;
@@ -1169,7 +1259,7 @@ int ql_exec_stats(struct ql_exec *ex, struct ql_stats *out)
 
 /* ------------------------------------------------------------ spawning */
 
-static void sample_spawn(struct ql_worker *w, struct ql_task *t)
+static void sample_spawn(struct ql_worker *w, struct ql_job *t)
 {
 	static __thread uint32_t outside_ctr;
 	uint32_t *ctr = w ? &w->sample_ctr : &outside_ctr;
@@ -1189,25 +1279,32 @@ static void sample_spawn(struct ql_worker *w, struct ql_task *t)
  * state check) and remote_done (after the wake-up), so that shutdown, which
  * sets the state and then waits for the two to match, never frees a worker's
  * eventfd under a spawner still writing it (a Dekker pair: both seq_cst).
+ * `to` picks the worker (a library job for that worker's ring), else
+ * round-robin. The job is allocated only past the state check (alloc).
  */
-static int spawn_outside(struct ql_exec *ex, void (*fn)(void *), void *arg)
+static int spawn_outside(struct ql_exec *ex, struct ql_worker *to, struct ql_job *t,
+			 void (*fn)(void *), void *arg)
 {
-	unsigned i = atomic_fetch_add_explicit(&ex->rr, 1, memory_order_relaxed) % ex->nworkers;
+	unsigned i = to ? to->id
+			: atomic_fetch_add_explicit(&ex->rr, 1, memory_order_relaxed) % ex->nworkers;
 	struct ql_worker *w = ex->workers[i];
-	struct ql_task *t;
 
 	atomic_fetch_add_explicit(&w->spawned_remote, 1, memory_order_seq_cst);
-	if (atomic_load_explicit(&ex->state, memory_order_seq_cst) != QL_EXEC_RUNNING) {
+	if (atomic_load_explicit(&ex->state, memory_order_seq_cst) != QL_EXEC_RUNNING &&
+	    !(to && atomic_load_explicit(&ex->state, memory_order_seq_cst) == QL_EXEC_CLOSING)) {
 		atomic_fetch_sub_explicit(&w->spawned_remote, 1, memory_order_seq_cst);
 		return -ESHUTDOWN;
 	}
-	t = task_alloc(NULL, QL_TASK_FN);
 	if (!t) {
-		atomic_fetch_sub_explicit(&w->spawned_remote, 1, memory_order_seq_cst);
-		return -ENOMEM;
+		t = task_alloc(NULL, QL_JOB_FN);
+		if (!t) {
+			atomic_fetch_sub_explicit(&w->spawned_remote, 1, memory_order_seq_cst);
+			return -ENOMEM;
+		}
+		t->fn = fn;
+		t->arg = arg;
+		t->sys = to != NULL;
 	}
-	t->fn = fn;
-	t->arg = arg;
 	t->node.next = NULL;
 	sample_spawn(NULL, t);
 	/*
@@ -1221,25 +1318,9 @@ static int spawn_outside(struct ql_exec *ex, void (*fn)(void *), void *arg)
 	return 0;
 }
 
-int ql_spawn(struct ql_exec *ex, void (*fn)(void *), void *arg)
+/* Queue t on the calling worker: counted, then pushed, then a thief woken. */
+static int spawn_local(struct ql_worker *self, struct ql_job *t)
 {
-	struct ql_worker *self = ql__self;
-	struct ql_task *t;
-
-	if (!ex || !fn)
-		return -EINVAL;
-	if (self && self->ex != ex)
-		self = NULL; /* a worker of another executor is an outside thread here */
-	if (!self)
-		return spawn_outside(ex, fn, arg);
-	/* Tasks may still spawn while shutdown lets the running work finish. */
-	if (exec_state(ex) == QL_EXEC_STOPPING)
-		return -ESHUTDOWN;
-	t = task_alloc(self, QL_TASK_FN);
-	if (!t)
-		return -ENOMEM;
-	t->fn = fn;
-	t->arg = arg;
 	t->node.next = NULL;
 	sample_spawn(self, t);
 	/*
@@ -1250,7 +1331,6 @@ int ql_spawn(struct ql_exec *ex, void (*fn)(void *), void *arg)
 	__atomic_store_n(&self->st.spawned, self->st.spawned + 1, __ATOMIC_RELEASE);
 	if (local_push(self, t) < 0) {
 		__atomic_store_n(&self->st.spawned, self->st.spawned - 1, __ATOMIC_RELEASE);
-		task_free(self, t);
 		return -ENOMEM;
 	}
 	/*
@@ -1258,16 +1338,106 @@ int ql_spawn(struct ql_exec *ex, void (*fn)(void *), void *arg)
 	 * tick (which may be long): wake one (Go's wakep). Relaxed: a hint,
 	 * see wake_thief.
 	 */
-	if (atomic_load_explicit(&ex->nparked, memory_order_relaxed))
+	if (atomic_load_explicit(&self->ex->nparked, memory_order_relaxed))
 		wake_thief(self, NULL);
 	return 0;
+}
+
+/* The calling worker if it belongs to ex (else the caller is "outside"). */
+static inline struct ql_worker *self_of(struct ql_exec *ex)
+{
+	struct ql_worker *self = ql__self;
+
+	return self && self->ex == ex ? self : NULL;
+}
+
+int ql_spawn(struct ql_exec *ex, void (*fn)(void *), void *arg)
+{
+	struct ql_worker *self;
+	struct ql_job *t;
+	int ret;
+
+	if (!ex || !fn)
+		return -EINVAL;
+	self = self_of(ex);
+	if (!self)
+		return spawn_outside(ex, NULL, NULL, fn, arg);
+	/* Tasks may still spawn while shutdown lets the running work finish. */
+	if (exec_state(ex) == QL_EXEC_STOPPING)
+		return -ESHUTDOWN;
+	t = task_alloc(self, QL_JOB_FN);
+	if (!t)
+		return -ENOMEM;
+	t->fn = fn;
+	t->arg = arg;
+	t->sys = 0;
+	ret = spawn_local(self, t);
+	if (ret < 0)
+		task_free(self, t);
+	return ret;
+}
+
+int ql__job_spawn(struct ql_exec *ex, struct ql_job *j)
+{
+	struct ql_worker *self = self_of(ex);
+
+	if (!self)
+		return spawn_outside(ex, NULL, j, NULL, NULL);
+	if (exec_state(ex) == QL_EXEC_STOPPING)
+		return -ESHUTDOWN;
+	return spawn_local(self, j);
+}
+
+int ql__run_on(struct ql_worker *w, void (*fn)(void *), void *arg)
+{
+	struct ql_worker *self = ql__self;
+	struct ql_job *t;
+	int ret;
+
+	if (self != w)
+		return spawn_outside(w->ex, w, NULL, fn, arg);
+	t = task_alloc(self, QL_JOB_FN);
+	if (!t)
+		return -ENOMEM;
+	t->fn = fn;
+	t->arg = arg;
+	t->sys = 1;
+	ret = spawn_local(self, t);
+	if (ret < 0)
+		task_free(self, t);
+	return ret;
+}
+
+/*
+ * A parked task becomes runnable: it was counted when spawned and is not
+ * counted again. On a worker of the same executor it goes to that worker's
+ * queue (and may run there: it has nothing in flight on its old ring);
+ * from anywhere else to the inbox of `home`, its last worker, bracketed like
+ * an outside spawn so that shutdown never frees the eventfd under us.
+ */
+void ql__job_ready(struct ql_exec *ex, struct ql_worker *home, struct ql_job *j)
+{
+	struct ql_worker *self = self_of(ex);
+
+	j->node.next = NULL;
+	if (self) {
+		if (local_push(self, j) < 0)
+			ql__ready_append(self, j); /* no memory to spill: keep it close */
+		else if (atomic_load_explicit(&ex->nparked, memory_order_relaxed))
+			wake_thief(self, NULL);
+		return;
+	}
+	atomic_fetch_add_explicit(&home->ready_remote, 1, memory_order_seq_cst);
+	if (ql__inbox_push_mpsc(&home->inbox, &j->node))
+		wake(home, NULL);
+	atomic_fetch_add_explicit(&home->ready_remote_done, 1, memory_order_seq_cst);
 }
 
 /* ------------------------------------------------------------ callback I/O */
 
 static void io_complete(struct ql_ring *r, struct ql_op *op, int res, unsigned flags)
 {
-	struct ql_io_task *io = (struct ql_io_task *)((char *)op - offsetof(struct ql_io_task, op));
+	struct ql_io_job *io = (struct ql_io_job *)((char *)op - offsetof(struct ql_io_job, op));
 	struct ql_worker *w = (struct ql_worker *)((char *)r - offsetof(struct ql_worker, ring));
 
 	io->res = res;
@@ -1276,11 +1446,11 @@ static void io_complete(struct ql_ring *r, struct ql_op *op, int res, unsigned f
 
 /* Start an operation record; *sqe is the SQE to prepare, or an error returns. */
 static inline __attribute__((always_inline)) int io_begin(ql_io_fn fn, void *arg,
-							  struct ql_io_task **out,
+							  struct ql_io_job **out,
 							  struct io_uring_sqe **sqe)
 {
 	struct ql_worker *w = ql__self;
-	struct ql_io_task *io;
+	struct ql_io_job *io;
 
 	if (!w)
 		return -EPERM;
@@ -1288,11 +1458,12 @@ static inline __attribute__((always_inline)) int io_begin(ql_io_fn fn, void *arg
 		return -EINVAL;
 	if (exec_state(w->ex) == QL_EXEC_STOPPING)
 		return -ESHUTDOWN;
-	io = (struct ql_io_task *)task_alloc(w, QL_TASK_IO);
+	io = (struct ql_io_job *)task_alloc(w, QL_JOB_IO);
 	if (!io)
 		return -ENOMEM;
 	io->task.node.next = NULL;
 	io->task.t_ready = 0;
+	io->task.sys = 0;
 	io->cb = fn;
 	io->cbarg = arg;
 	/* Only fn and flags matter for a plain (non-stream) operation. */
@@ -1307,7 +1478,7 @@ static inline __attribute__((always_inline)) int io_begin(ql_io_fn fn, void *arg
 
 int ql_nop_cb(ql_io_fn fn, void *arg)
 {
-	struct ql_io_task *io;
+	struct ql_io_job *io;
 	struct io_uring_sqe *sqe;
 	int ret = io_begin(fn, arg, &io, &sqe);
 
@@ -1321,7 +1492,7 @@ int ql_nop_cb(ql_io_fn fn, void *arg)
 static int io_buffer_op(unsigned opcode, int fd, const void *buf, size_t n, int64_t off, int flags,
 			ql_io_fn fn, void *arg)
 {
-	struct ql_io_task *io;
+	struct ql_io_job *io;
 	struct io_uring_sqe *sqe;
 	int ret;
 
@@ -1371,7 +1542,7 @@ int ql_send_cb(int fd, const void *buf, size_t n, int flags, ql_io_fn fn, void *
 
 int ql_accept_cb(int fd, ql_io_fn fn, void *arg)
 {
-	struct ql_io_task *io;
+	struct ql_io_job *io;
 	struct io_uring_sqe *sqe;
 	int ret;
 
@@ -1386,7 +1557,7 @@ int ql_accept_cb(int fd, ql_io_fn fn, void *arg)
 
 int ql_timeout_cb(uint64_t ns, ql_io_fn fn, void *arg)
 {
-	struct ql_io_task *io;
+	struct ql_io_job *io;
 	struct io_uring_sqe *sqe;
 	int ret = io_begin(fn, arg, &io, &sqe);
 
@@ -1395,5 +1566,22 @@ int ql_timeout_cb(uint64_t ns, ql_io_fn fn, void *arg)
 	io->ts.tv_sec = (long long)(ns / 1000000000ull);
 	io->ts.tv_nsec = (long long)(ns % 1000000000ull);
 	io_uring_prep_timeout(sqe, &io->ts, 0, 0);
+	return 0;
+}
+
+int ql__timer_arm(struct ql_worker *w, uint64_t abs_ns, ql_io_fn cb, void *arg, struct ql_op **op)
+{
+	struct ql_io_job *io;
+	struct io_uring_sqe *sqe;
+	int ret = io_begin(cb, arg, &io, &sqe);
+
+	if (ret < 0)
+		return ret;
+	(void)w; /* io_begin uses the calling worker, which is w */
+	io->task.sys = 1;
+	io->ts.tv_sec = (long long)(abs_ns / 1000000000ull);
+	io->ts.tv_nsec = (long long)(abs_ns % 1000000000ull);
+	io_uring_prep_timeout(sqe, &io->ts, 0, IORING_TIMEOUT_ABS);
+	*op = &io->op;
 	return 0;
 }

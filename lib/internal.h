@@ -4,7 +4,7 @@
  * installed, not API.
  *
  * The objects:
- *  - struct ql_task: a runnable unit. Stackless tasks (ql_spawn) and I/O
+ *  - struct ql_job: a runnable unit. Stackless tasks (ql_spawn) and I/O
  *    continuations (ql_*_cb) are both tasks; they live in the run queues
  *    through their embedded queue node and never allocate to be queued.
  *  - struct ql_worker: one thread, one ring, one set of run queues. Fields
@@ -18,31 +18,35 @@
 #define QILIN_LIB_INTERNAL_H
 
 #include <pthread.h>
+#include <setjmp.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "ctx.h"
 #include "qilin.h"
 #include "queue.h"
 #include "ring.h"
 
-enum ql_task_kind {
-	QL_TASK_FN = 0, /* stackless: fn(arg) */
-	QL_TASK_IO = 1, /* I/O continuation: cb(cbarg, res) */
-	QL_TASK_KINDS,
+enum ql_job_kind {
+	QL_JOB_FN = 0, /* stackless: fn(arg) */
+	QL_JOB_IO = 1, /* I/O continuation: cb(cbarg, res) */
+	QL_JOB_KINDS,  /* kinds with pooled records (the above) */
+	QL_JOB_GO = QL_JOB_KINDS, /* a stackful task (struct ql_task, lib/task.c) */
 };
 
-struct ql_task {
+struct ql_job {
 	struct ql_qnode node; /* inbox, global and ready-list link */
-	uint8_t kind;	      /* enum ql_task_kind */
+	uint8_t kind;	      /* enum ql_job_kind */
 	uint8_t slab;	      /* lives in a worker's slab (else malloc'ed alone) */
-	void (*fn)(void *);   /* QL_TASK_FN */
+	uint8_t sys;	      /* the library's own job: run even when shutdown drops the rest */
+	void (*fn)(void *);   /* QL_JOB_FN */
 	void *arg;
 	uint64_t t_ready;     /* sampled for the task_run probe, else 0 */
 };
 
 /* An operation in callback form: a task that becomes runnable on its CQE. */
-struct ql_io_task {
-	struct ql_task task;
+struct ql_io_job {
+	struct ql_job task;
 	struct ql_op op;	  /* the ring's completion record */
 	ql_io_fn cb;
 	void *cbarg;
@@ -64,6 +68,39 @@ struct ql_slab {
 	_Alignas(16) char data[];
 };
 
+/* One deferred call. */
+struct ql_defer_ent {
+	void (*fn)(void *);
+	void *arg;
+};
+
+/* Entries kept inside every chain, and per chunk beyond them. */
+#define QL_CHAIN_INLINE 4
+#define QL_CHUNK_ENTS 31
+
+struct ql_dchunk {
+	struct ql_dchunk *prev; /* the chunk below, or NULL: the inline entries */
+	struct ql_defer_ent e[QL_CHUNK_ENTS];
+};
+
+/*
+ * A defer chain (lib/task.c): a LIFO stack of deferred calls in segments,
+ * the inline entries first, then chunks. Only the segment on top is partly
+ * full; the ones below are full. Owned by one task; touched only by the
+ * thread running it.
+ */
+struct ql_chain {
+	struct ql_defer_ent *ents; /* the top segment */
+	unsigned n, cap;	   /* used and total entries of the top segment */
+	struct ql_dchunk *chunk;   /* the top chunk, or NULL: the inline entries */
+	uint16_t in_defer;	   /* nesting depth of deferred calls now running */
+	uint8_t panicking;	   /* a panic is unwinding this task */
+	uint8_t recovered;	   /* a panic was recovered; panic_code is the status */
+	int panic_code;
+	const char *panic_msg;
+	struct ql_defer_ent inl[QL_CHAIN_INLINE];
+};
+
 /* Executor states, in order. */
 enum ql_exec_state {
 	QL_EXEC_RUNNING = 0,  /* accepting work */
@@ -78,21 +115,36 @@ struct ql_worker {
 	int cpu;		/* CPU pinned to, or -1 */
 	pthread_t thread;
 	struct ql_ring ring;
-	struct ql_task *lifo;	/* the task made runnable last */
+	struct ql_job *lifo;	/* the task made runnable last */
 	unsigned lifo_streak;	/* consecutive LIFO runs this tick */
-	struct ql_task *ready_head, *ready_tail; /* continuations, FIFO, not stealable */
+	struct ql_job *ready_head, *ready_tail; /* continuations, FIFO, not stealable */
 	unsigned nready;
 	struct ql_batch *bl_head, *bl_tail; /* backlog: batches from the global queue */
 	struct ql_qnode *ib_rest; /* backlog: the rest of a chain taken from the inbox */
 	uint64_t nbl;		/* backlog length (relaxed stores, read by stats) */
-	struct ql_task *pool[QL_TASK_KINDS]; /* free task records, per kind */
+	struct ql_job *pool[QL_JOB_KINDS]; /* free task records, per kind */
 	struct ql_slab *slabs;	/* slabs this worker allocated (freed at destroy) */
-	unsigned npool[QL_TASK_KINDS];
+	unsigned npool[QL_JOB_KINDS];
 	uint32_t rng;		/* xorshift state for victim choice */
 	uint64_t next_sample_ns; /* tick probe: at most one per millisecond */
 	uint32_t sample_ctr;	/* task probes: one task in QL_SAMPLE_EVERY */
 	int init_err;		/* ring setup result, for ql_exec_create */
 	int started;		/* thread created */
+	/* ---- stackful tasks (lib/task.c) ---- */
+	struct ql_ctx sched;	/* the scheduler's context while a task runs */
+	struct ql_task *cur;	/* the stackful task running now, or NULL */
+	struct ql_job *cur_job; /* the stackless job running now (for panics) */
+	jmp_buf *panic_jb;	/* where a stackless task's panic lands */
+	struct ql_chain fn_chain; /* the defer chain of stackless jobs */
+	struct ql_task *stack_pool; /* idle default-size task stacks */
+	unsigned nstack_pool;
+	struct ql_dchunk *chunk_pool; /* idle defer chunks */
+	unsigned nchunk_pool;
+	uint64_t task_seq;	/* task ids made here */
+	void *altstack;		/* the SIGSEGV handler's stack */
+	void *san_fiber;	/* sanitizers: the scheduler's fiber / fake stack */
+	const void *san_stack_lo; /* ASan: the worker thread's stack */
+	size_t san_stack_size;
 	/*
 	 * Counters the owner writes and any thread reads (relaxed), each on
 	 * its own, since ql_exec_stats may run anywhere.
@@ -108,6 +160,8 @@ struct ql_worker {
 	_Alignas(QL_CACHELINE) _Atomic uint64_t spawned_remote;
 	/* Of those, the spawns that are completely done (wake-up sent). */
 	_Atomic uint64_t remote_done;
+	/* Parked tasks made runnable here by other threads: begun and done. */
+	_Atomic uint64_t ready_remote, ready_remote_done;
 	/* 1 while the worker is (about to be) blocked in its ring. */
 	_Alignas(QL_CACHELINE) _Atomic int parked;
 };
@@ -122,8 +176,8 @@ struct ql_exec {
 	_Alignas(QL_CACHELINE) _Atomic int state;	/* enum ql_exec_state */
 	_Atomic unsigned nparked;			/* workers parked now */
 	/* Free task records shared between the workers' pools (see exec.c). */
-	_Alignas(QL_CACHELINE) struct ql_qnode *_Atomic free_head[QL_TASK_KINDS];
-	_Atomic uint64_t free_count[QL_TASK_KINDS];
+	_Alignas(QL_CACHELINE) struct ql_qnode *_Atomic free_head[QL_JOB_KINDS];
+	_Atomic uint64_t free_count[QL_JOB_KINDS];
 	_Atomic uint64_t dropped_global;		/* tasks dropped from the global queue */
 	_Atomic uint64_t global_tasks;			/* tasks in the global queue (gauge) */
 	pthread_mutex_t start_lock;			/* start-up hand-shake */
@@ -133,9 +187,43 @@ struct ql_exec {
 	unsigned nstopped;				/* workers out of their loop */
 	int wakes_done;					/* shutdown's wake-ups all sent */
 	int shut;					/* shutdown done (joined) */
+	_Atomic uint64_t tasks_live;			/* stackful tasks not yet ended */
 };
 
 /* The worker the calling thread is, or NULL. */
 extern __thread struct ql_worker *ql__self;
+/* The defer chain ql_defer pushes on: the running task's, or NULL. */
+extern __thread struct ql_chain *ql__chain;
+
+/* exec.c, for task.c. All from the owner worker unless said otherwise. */
+/* Queue a new job (counted as spawned). Any thread. Returns 0 or -errno. */
+int ql__job_spawn(struct ql_exec *ex, struct ql_job *j);
+/* Make a parked stackful task runnable again (not counted). Any thread. */
+void ql__job_ready(struct ql_exec *ex, struct ql_worker *home, struct ql_job *j);
+/* Put a job in w's LIFO slot / at the end of its ready list. */
+void ql__make_ready(struct ql_worker *w, struct ql_job *j);
+void ql__ready_append(struct ql_worker *w, struct ql_job *j);
+/* Run fn(arg) as a library job on worker w (w's inbox from another thread). Any thread. */
+int ql__run_on(struct ql_worker *w, void (*fn)(void *), void *arg);
+/* Arm a one-shot absolute CLOCK_MONOTONIC timeout whose continuation is cb(arg, res). */
+int ql__timer_arm(struct ql_worker *w, uint64_t abs_ns, ql_io_fn cb, void *arg,
+		  struct ql_op **op);
+/* Executor state (acquire). */
+int ql__exec_state(const struct ql_exec *ex);
+
+/* task.c, for exec.c. */
+/* Switch to task t; returns 1 if it ended (then it is gone), 0 if it parked or yielded. */
+int ql__go_run(struct ql_worker *w, struct ql_task *t);
+/* Run a stackless job's chain after its function returned. */
+void ql__chain_run(struct ql_chain *c);
+/* A worker's per-thread set-up and tear-down for tasks (alt stack, fibers). */
+void ql__task_worker_init(struct ql_worker *w);
+void ql__task_worker_fini(struct ql_worker *w);
+/* Free a worker's idle stacks and chunks. */
+void ql__task_pools_free(struct ql_worker *w);
+/* Process-wide set-up (the SIGSEGV handler), once. */
+void ql__task_global_init(void);
+/* After a stackless job panicked and its chain ran: reset the chain. */
+void ql__chain_reset(struct ql_chain *c);
 
 #endif
