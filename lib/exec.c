@@ -967,6 +967,11 @@ static void exec_free(struct ql_exec *ex)
 {
 	if (!ex)
 		return;
+	/* Stackful tasks spawned and never ended (each counted where it happened). */
+	int64_t live = (int64_t)atomic_load_explicit(&ex->tasks_outside, memory_order_relaxed);
+	for (unsigned i = 0; ex->workers && i < ex->nworkers; i++)
+		if (ex->workers[i])
+			live += (int64_t)ex->workers[i]->task_seq - (int64_t)ex->workers[i]->tasks_ended;
 	/* Malloc'ed records idle in the free stacks (slab records go below). */
 	for (unsigned k = 0; k < QL_JOB_KINDS; k++)
 		free_chain(atomic_exchange_explicit(&ex->free_head[k], NULL, memory_order_acquire));
@@ -986,12 +991,12 @@ static void exec_free(struct ql_exec *ex)
 		ql__deque_fini(&w->dq);
 		free(w);
 	}
-	free(ex->workers);
-	if (atomic_load_explicit(&ex->tasks_live, memory_order_relaxed))
+	if (live)
 		fprintf(stderr,
-			"qilin: %llu stackful task(s) never ended (parked for good at shutdown); "
+			"qilin: %lld stackful task(s) never ended (parked for good at shutdown); "
 			"their stacks stay mapped\n",
-			(unsigned long long)atomic_load(&ex->tasks_live));
+			(long long)live);
+	free(ex->workers);
 	pthread_mutex_destroy(&ex->start_lock);
 	pthread_cond_destroy(&ex->start_cond);
 	free(ex);

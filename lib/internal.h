@@ -133,6 +133,7 @@ struct ql_worker {
 	/* ---- stackful tasks (lib/task.c) ---- */
 	struct ql_ctx sched;	/* the scheduler's context while a task runs */
 	struct ql_task *cur;	/* the stackful task running now, or NULL */
+	unsigned direct;	/* task-to-task yields since the scheduler ran */
 	struct ql_job *cur_job; /* the stackless job running now (for panics) */
 	jmp_buf *panic_jb;	/* where a stackless task's panic lands */
 	struct ql_chain fn_chain; /* the defer chain of stackless jobs */
@@ -140,7 +141,8 @@ struct ql_worker {
 	unsigned nstack_pool;
 	struct ql_dchunk *chunk_pool; /* idle defer chunks */
 	unsigned nchunk_pool;
-	uint64_t task_seq;	/* task ids made here */
+	uint64_t task_seq;	/* task ids made here (and stackful tasks spawned here) */
+	uint64_t tasks_ended;	/* stackful tasks that ended here */
 	void *altstack;		/* the SIGSEGV handler's stack */
 	void *san_fiber;	/* sanitizers: the scheduler's fiber / fake stack */
 	const void *san_stack_lo; /* ASan: the worker thread's stack */
@@ -187,7 +189,9 @@ struct ql_exec {
 	unsigned nstopped;				/* workers out of their loop */
 	int wakes_done;					/* shutdown's wake-ups all sent */
 	int shut;					/* shutdown done (joined) */
-	_Atomic uint64_t tasks_live;			/* stackful tasks not yet ended */
+	_Atomic uint64_t tasks_outside;			/* stackful tasks spawned by outside threads */
+	/* Idle default-size task stacks shared between the workers' pools (task.c). */
+	_Alignas(QL_CACHELINE) struct ql_task *_Atomic stack_free;
 };
 
 /* The worker the calling thread is, or NULL. */

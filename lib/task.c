@@ -141,6 +141,7 @@ struct ql_task {
 	size_t map_len;
 	char *stack_lo;		 /* lowest usable stack byte */
 	size_t stack_size;	 /* usable stack bytes */
+	size_t size_class;	 /* the stack size asked for (pooled by it) */
 	uint8_t after;		 /* AFTER_*: what the scheduler does next */
 	uint8_t panicked;	 /* ended by a panic nobody recovered */
 	int status;		 /* for ql_join */
@@ -158,7 +159,7 @@ struct ql_task {
 	uint8_t in_wait;
 	/* Being joined: guarded by wlock. */
 	struct ql_spin wlock;
-	struct ql_task *waiters;
+	struct ql_task *_Atomic waiters; /* written under wlock, read without it once */
 	_Atomic int done;
 	_Atomic int outside_waiters;
 	/* Scopes: the one it was spawned in, and the current one. */
@@ -341,6 +342,7 @@ static struct ql_task *stack_map(size_t size)
 	t->map_len = len;
 	t->stack_lo = map + QL_GUARD;
 	t->stack_size = (size_t)((char *)t - t->stack_lo);
+	t->size_class = size;
 	return t;
 }
 
@@ -349,11 +351,54 @@ static void stack_unmap(struct ql_task *t)
 	munmap(t->map, t->map_len);
 }
 
+/*
+ * Stacks are freed by the worker that ran the task to its end, often not the
+ * one that spawns: as with job records (exec.c), a full pool gives half to
+ * the executor's shared stack, and an empty pool takes all of that. The
+ * shared stack is a Treiber stack with batch push and take-all by exchange:
+ * nothing pops a single node, so there is no ABA problem.
+ */
+static void stack_pool_spill(struct ql_worker *w)
+{
+	struct ql_exec *ex = w->ex;
+	struct ql_task *first = w->stack_pool, *last = first;
+	unsigned n = 1;
+
+	while (n < QL_STACK_POOL_MAX / 2 && last->wnext) {
+		last = last->wnext;
+		n++;
+	}
+	w->stack_pool = last->wnext;
+	w->nstack_pool -= n;
+	/* relaxed: the CAS below checks it. */
+	struct ql_task *head = atomic_load_explicit(&ex->stack_free, memory_order_relaxed);
+	do {
+		last->wnext = head;
+		/* release: the chain's links are visible to whoever takes it. */
+	} while (!atomic_compare_exchange_weak_explicit(&ex->stack_free, &head, first,
+							memory_order_release, memory_order_relaxed));
+}
+
+static void stack_pool_refill(struct ql_worker *w)
+{
+	/* acquire: pairs with the spiller's release CAS (the links). */
+	struct ql_task *n = atomic_exchange_explicit(&w->ex->stack_free, NULL, memory_order_acquire);
+	unsigned k = 0;
+
+	w->stack_pool = n;
+	for (; n; n = n->wnext)
+		k++;
+	w->nstack_pool = k;
+}
+
 /* A record and stack for a task of `size` bytes: from w's pool when it can. */
 static struct ql_task *stack_get(struct ql_worker *w, size_t size)
 {
 	struct ql_task *t;
 
+	if (w && size == QL_STACK_DEFAULT && !w->stack_pool &&
+	    atomic_load_explicit(&w->ex->stack_free, memory_order_relaxed))
+		stack_pool_refill(w);
 	if (w && size == QL_STACK_DEFAULT && w->stack_pool) {
 		t = w->stack_pool;
 		w->stack_pool = t->wnext;
@@ -372,11 +417,11 @@ static void task_free(struct ql_task *t)
 {
 	struct ql_worker *w = ql__self;
 
-	if (w && w->ex == t->ex && t->stack_size == QL_STACK_DEFAULT &&
-	    w->nstack_pool < QL_STACK_POOL_MAX) {
+	if (w && w->ex == t->ex && t->size_class == QL_STACK_DEFAULT) {
 		t->wnext = w->stack_pool;
 		w->stack_pool = t;
-		w->nstack_pool++;
+		if (++w->nstack_pool >= QL_STACK_POOL_MAX)
+			stack_pool_spill(w);
 		return;
 	}
 	stack_unmap(t);
@@ -532,12 +577,15 @@ static void task_end(struct ql_worker *w, struct ql_task *t);
 
 int ql__go_run(struct ql_worker *w, struct ql_task *t)
 {
+	w->direct = 0;
 	t->w = w;
 	w->cur = t;
 	ql__chain = &t->chain;
 	san_enter_task(w, t);
 	ql__ctx_switch(&w->sched, &t->ctx);
 	san_back_in_scheduler(w);
+	/* Direct yields may have run others since: the one that switched back is w->cur. */
+	t = w->cur;
 	w->cur = NULL;
 	ql__chain = &w->fn_chain;
 	switch (t->after) {
@@ -621,7 +669,7 @@ static void task_interrupt(struct ql_task *t)
 			if (t->wprev)
 				t->wprev->wnext = t->wnext;
 			else
-				u->waiters = t->wnext;
+				atomic_store_explicit(&u->waiters, t->wnext, memory_order_relaxed);
 			if (t->wnext)
 				t->wnext->wprev = t->wprev;
 			t->in_wait = 0;
@@ -885,26 +933,45 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 	t = stack_get(self, size);
 	if (!t)
 		return -ENOMEM;
-	/* Everything but the mapping's geometry, which stack_map set. */
-	void *map = t->map;
-	size_t map_len = t->map_len, ssize = t->stack_size;
-	char *lo = t->stack_lo;
-	memset(t, 0, sizeof(*t));
-	t->map = map;
-	t->map_len = map_len;
-	t->stack_lo = lo;
-	t->stack_size = ssize;
+	/*
+	 * Field by field, not memset: the record is cold in the cache more
+	 * often than not, and a wide memset then costs more than the stores.
+	 * The mapping's geometry (map, stack_lo, sizes) was set by stack_map.
+	 */
+	t->job.node.next = NULL;
 	t->job.kind = QL_JOB_GO;
+	t->job.slab = 0;
+	t->job.sys = 0;
 	t->job.fn = fn;
 	t->job.arg = arg;
+	t->job.t_ready = 0;
 	chain_init(&t->chain);
 	t->ex = ex;
 	t->w = self ? self : ex->workers[0];
 	/* Unique without a shared counter: a per-worker sequence and the worker in the low bits. */
 	t->id = self ? (++self->task_seq << 11) | (self->id + 1)
 		     : (atomic_fetch_add_explicit(&outside_ids, 1, memory_order_relaxed) + 1) << 11;
+	if (!self)
+		atomic_fetch_add_explicit(&ex->tasks_outside, 1, memory_order_relaxed);
 	t->name = o.name;
+	t->after = 0;
+	t->panicked = 0;
+	t->status = 0;
 	atomic_init(&t->refs, out ? 2 : 1);
+	atomic_init(&t->killed, 0);
+	t->commit = NULL;
+	atomic_init(&t->io_park, NULL);
+	atomic_init(&t->lock.v, 0);
+	t->join_target = NULL;
+	t->wnext = t->wprev = NULL;
+	t->in_wait = 0;
+	atomic_init(&t->wlock.v, 0);
+	atomic_init(&t->waiters, NULL);
+	atomic_init(&t->done, 0);
+	atomic_init(&t->outside_waiters, 0);
+	t->scope = t->cur_scope = NULL;
+	t->snext = t->sprev = NULL;
+	t->san_fiber = t->san_fake = NULL;
 	ql__ctx_make(&t->ctx, t, task_entry, t);
 #ifdef QL_TSAN
 	t->san_fiber = __tsan_create_fiber(0);
@@ -921,13 +988,15 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 		s->members = t;
 		spin_unlock(&s->lock);
 	}
-	atomic_fetch_add_explicit(&ex->tasks_live, 1, memory_order_relaxed);
 	/* The handle must exist before the task can run (and end). */
 	if (out)
 		*out = t;
 	r = ql__job_spawn(ex, &t->job);
 	if (r < 0) {
-		atomic_fetch_sub_explicit(&ex->tasks_live, 1, memory_order_relaxed);
+		if (self)
+			self->tasks_ended++; /* spawned and ended, for the leak count */
+		else
+			atomic_fetch_sub_explicit(&ex->tasks_outside, 1, memory_order_relaxed);
 		if (out)
 			*out = NULL;
 		if (s) {
@@ -980,7 +1049,6 @@ static void task_end(struct ql_worker *w, struct ql_task *t)
 	struct ql_task *list, *next;
 	struct ql_scope *s = t->scope;
 
-	(void)w;
 #ifdef QL_TSAN
 	__tsan_destroy_fiber(t->san_fiber);
 #endif
@@ -995,22 +1063,34 @@ static void task_end(struct ql_worker *w, struct ql_task *t)
 		spin_unlock(&s->lock);
 		scope_unref(s);
 	}
-	spin_lock(&t->wlock);
-	/* seq_cst: before the look at outside_waiters (their Dekker pair). */
+	/*
+	 * seq_cst store, then seq_cst loads of the waiter list and of the
+	 * outside-waiter count: a joiner publishes itself (under wlock, then a
+	 * seq_cst fence-like load of done, see join_commit) or its count and
+	 * then looks at done. One of the two sides sees the other, so the
+	 * common case, nobody waiting, takes no lock.
+	 */
 	atomic_store_explicit(&t->done, 1, memory_order_seq_cst);
-	list = t->waiters;
-	t->waiters = NULL;
-	for (struct ql_task *x = list; x; x = x->wnext)
-		x->in_wait = 0;
-	spin_unlock(&t->wlock);
-	for (struct ql_task *x = list; x; x = next) {
-		next = x->wnext;
-		task_wake(x);
+	if (atomic_load_explicit(&t->waiters, memory_order_seq_cst)) {
+		spin_lock(&t->wlock);
+		list = atomic_load_explicit(&t->waiters, memory_order_relaxed);
+		atomic_store_explicit(&t->waiters, NULL, memory_order_relaxed);
+		for (struct ql_task *x = list; x; x = x->wnext)
+			x->in_wait = 0;
+		spin_unlock(&t->wlock);
+		for (struct ql_task *x = list; x; x = next) {
+			next = x->wnext;
+			task_wake(x);
+		}
 	}
 	if (atomic_load_explicit(&t->outside_waiters, memory_order_seq_cst))
 		futex_wake_all(&t->done);
-	atomic_fetch_sub_explicit(&t->ex->tasks_live, 1, memory_order_relaxed);
-	task_unref(t);
+	w->tasks_ended++;
+	/* Sole owner (no handle, no job holding it): nobody can take a reference now. */
+	if (atomic_load_explicit(&t->refs, memory_order_acquire) == 1)
+		task_free(t);
+	else
+		task_unref(t);
 }
 
 void ql_task_release(struct ql_task *t)
@@ -1035,20 +1115,31 @@ struct ql_task *ql_self(void)
 static void join_commit(struct ql_task *self)
 {
 	struct ql_task *u = self->join_target;
+	struct ql_task *head;
+	int wake = 0;
 
 	spin_lock(&u->wlock);
-	if (atomic_load_explicit(&u->done, memory_order_acquire) || cancel_reason(self)) {
-		spin_unlock(&u->wlock);
-		task_wake(self);
-		return;
-	}
+	/* Publish first (seq_cst), then look at done: task_end's Dekker pair. */
+	head = atomic_load_explicit(&u->waiters, memory_order_relaxed);
 	self->wprev = NULL;
-	self->wnext = u->waiters;
-	if (u->waiters)
-		u->waiters->wprev = self;
-	u->waiters = self;
+	self->wnext = head;
+	if (head)
+		head->wprev = self;
 	self->in_wait = 1;
+	atomic_store_explicit(&u->waiters, self, memory_order_seq_cst);
+	if (atomic_load_explicit(&u->done, memory_order_seq_cst) || cancel_reason(self)) {
+		/* Ended (or we were cancelled) meanwhile: take ourselves back out, if still in. */
+		if (self->in_wait) {
+			if (self->wnext)
+				self->wnext->wprev = NULL;
+			atomic_store_explicit(&u->waiters, self->wnext, memory_order_relaxed);
+			self->in_wait = 0;
+			wake = 1;
+		}
+	}
 	spin_unlock(&u->wlock);
+	if (wake)
+		task_wake(self);
 }
 
 static int join_result(struct ql_task *t, int *status)
@@ -1095,6 +1186,47 @@ int ql_join(struct ql_task *t, int *status)
 
 /* ------------------------------------------------------------ yield, sleep */
 
+/* Direct hand-offs from task to task before a yield goes through the scheduler. */
+#define QL_DIRECT_MAX 32
+
+/*
+ * A yield to another task that is waiting at the head of the ready list
+ * (and nothing fresher in the LIFO slot): switch to it directly, one switch
+ * instead of two through the scheduler, and take its place in the list.
+ * After QL_DIRECT_MAX of those in a row the scheduler gets its turn (to
+ * submit the batch, reap, and look at its other queues). Not under the
+ * sanitizers, whose fiber bookkeeping assumes every switch goes through the
+ * scheduler.
+ */
+static int yield_direct(struct ql_task *t)
+{
+#if defined(QL_ASAN) || defined(QL_TSAN)
+	(void)t;
+	return 0;
+#else
+	struct ql_worker *w = t->w;
+	struct ql_job *j = w->ready_head;
+	struct ql_task *n;
+
+	if (!j || j->kind != QL_JOB_GO || w->lifo || w->direct >= QL_DIRECT_MAX)
+		return 0;
+	w->direct++;
+	w->ready_head = j->node.next ? (struct ql_job *)((char *)j->node.next -
+							 offsetof(struct ql_job, node))
+				     : NULL;
+	if (!w->ready_head)
+		w->ready_tail = NULL;
+	w->nready--;
+	ql__ready_append(w, &t->job);
+	n = (struct ql_task *)j;
+	n->w = w;
+	w->cur = n;
+	ql__chain = &n->chain;
+	ql__ctx_switch(&t->ctx, &n->ctx);
+	return 1;
+#endif
+}
+
 int ql_yield(void)
 {
 	struct ql_task *t = cur_task();
@@ -1102,7 +1234,8 @@ int ql_yield(void)
 
 	if (!t)
 		return -EPERM;
-	task_switch_out(t, AFTER_YIELD);
+	if (!yield_direct(t))
+		task_switch_out(t, AFTER_YIELD);
 	return (r = cancel_reason(t)) ? -r : 0;
 }
 
@@ -1549,6 +1682,15 @@ void ql__task_worker_fini(struct ql_worker *w)
 
 void ql__task_pools_free(struct ql_worker *w)
 {
+	/* The shared stack too (any worker may do it: the workers are gone). */
+	struct ql_task *f = atomic_exchange_explicit(&w->ex->stack_free, NULL, memory_order_acquire);
+
+	while (f) {
+		struct ql_task *t = f;
+
+		f = t->wnext;
+		stack_unmap(t);
+	}
 	while (w->stack_pool) {
 		struct ql_task *t = w->stack_pool;
 
