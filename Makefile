@@ -192,6 +192,28 @@ deps-test:
 deps-demo:
 	$(Q)scripts/deps.sh build
 
+# make test-ctx-cross: the aarch64 context switch (lib/ctx_aarch64.S) through
+# its standalone self-test, cross-built static and run under qemu-user; skips
+# (exit 0) when the cross compiler or qemu is missing. Not part of make test.
+CROSS_AARCH64_CC ?= aarch64-linux-gnu-gcc
+QEMU_AARCH64 ?= qemu-aarch64
+CROSS_CTX_BIN := $(BUILD)/cross/ctx_selftest-aarch64
+.PHONY: test-ctx-cross
+test-ctx-cross:
+	$(Q)scripts/deps.sh cross || echo "test-ctx-cross: scripts/deps.sh cross failed" >&2
+	$(Q)if ! command -v $(CROSS_AARCH64_CC) >/dev/null 2>&1 || \
+		! command -v $(QEMU_AARCH64) >/dev/null 2>&1; then \
+		echo "test-ctx-cross: SKIP: needs $(CROSS_AARCH64_CC) and $(QEMU_AARCH64)" \
+			"(Debian: scripts/deps.sh cross)"; \
+		exit 0; \
+	fi; \
+	mkdir -p $(dir $(CROSS_CTX_BIN)) && \
+	printf '  %-8s %s\n' CROSS $(CROSS_CTX_BIN) && \
+	$(CROSS_AARCH64_CC) -static -O2 -g -std=gnu11 -Wall -Wextra -Wshadow \
+		-Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes -D_GNU_SOURCE \
+		-Ilib -o $(CROSS_CTX_BIN) tests/ctx_selftest.c lib/ctx.c lib/ctx_aarch64.S && \
+	$(QEMU_AARCH64) $(CROSS_CTX_BIN)
+
 # ---------------------------------------------------------------- bench, demo
 
 benches: $(BENCH_BINS)

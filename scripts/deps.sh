@@ -8,6 +8,7 @@
 #   bpf     clang/llvm, libbpf, bpftool, libelf, zlib, sys/sdt.h, iproute2
 #   bench   Go, wrk, nginx, fio, gnuplot (the benchmark peers and plots)
 #   demo    same as build
+#   cross   aarch64 cross compiler, its libc, qemu-user (make test-ctx-cross)
 #
 # Idempotent: it only asks dpkg what is installed, and says nothing at all
 # when every package is already there. When something is missing it installs
@@ -23,7 +24,7 @@
 set -eu
 
 me=deps.sh
-known_groups="build bpf bench demo"
+known_groups="build bpf bench demo cross"
 
 usage() {
 	echo "usage: scripts/deps.sh GROUP...   (groups: $known_groups)" >&2
@@ -38,6 +39,9 @@ group_pkgs() {
 	# gnuplot-nox: the gnuplot binary without the Qt/X11 front ends that the
 	# "gnuplot" metapackage would drag in on a headless machine.
 	bench) echo "golang-go wrk nginx fio gnuplot-nox" ;;
+	# libc6-dev-arm64-cross: the aarch64 headers and libc.a, only a
+	# Recommends of the cross compiler, which --no-install-recommends skips.
+	cross) echo "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user" ;;
 	*) return 1 ;;
 	esac
 }
