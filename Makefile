@@ -180,7 +180,7 @@ test-unit: tests
 # The concurrency suites only (what CI runs under SAN=thread).
 test-tsan: tests
 	$(Q)QILIN_TEST_ONLY="$(TSAN_SUITES)" tests/run.sh $(BUILD)
-TSAN_SUITES ?= check_ring check_queue check_exec
+TSAN_SUITES ?= check_ring check_queue check_exec check_task
 
 test-stress: deps-test
 	$(Q)$(MAKE) --no-print-directory all

@@ -754,8 +754,14 @@ static unsigned run_tick(struct ql_worker *w)
 	if (w->bl_head || w->ib_rest)
 		backlog_refill(w);
 	while (ran < QL_TICK_BUDGET) {
-		/* Alternate: continuations first on even picks, queued tasks on odd. */
-		struct ql_job *t = next_task(w, !(ran & 1));
+		/*
+		 * Alternate: continuations first on even picks, queued tasks
+		 * on odd; right after a yield, queued tasks (the yielder went
+		 * to the ready list and must come after them).
+		 */
+		struct ql_job *t = next_task(w, !(ran & 1) && !w->yielded);
+
+		w->yielded = 0;
 
 		if (!t)
 			break;
@@ -878,6 +884,16 @@ static void *worker_main(void *arg)
 	pin(w);
 	/* The ring is made here: DEFER_TASKRUN binds it to the creating thread. */
 	ret = ql__ring_init(&w->ring, &ro);
+	/*
+	 * Stackful tasks keep an operation in flight for as long as they are
+	 * parked (an idle connection: for hours), so a bound tied to the CQ
+	 * size would stall a server at a few thousand connections. With
+	 * IORING_FEAT_NODROP (Linux 5.5) the kernel keeps completions that do
+	 * not fit in the CQ and the ring layer flushes and counts them, so no
+	 * completion is lost: the bound goes. Without it, it stays.
+	 */
+	if (ret == 0 && (w->ring.uring.features & IORING_FEAT_NODROP))
+		w->ring.flags |= QL_RING_O_UNBOUNDED;
 	pthread_mutex_lock(&ex->start_lock);
 	w->init_err = ret;
 	ex->nstarted++;

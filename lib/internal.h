@@ -134,6 +134,7 @@ struct ql_worker {
 	struct ql_ctx sched;	/* the scheduler's context while a task runs */
 	struct ql_task *cur;	/* the stackful task running now, or NULL */
 	unsigned direct;	/* task-to-task yields since the scheduler ran */
+	unsigned yielded;	/* a task just yielded: queued tasks go first */
 	struct ql_job *cur_job; /* the stackless job running now (for panics) */
 	jmp_buf *panic_jb;	/* where a stackless task's panic lands */
 	struct ql_chain fn_chain; /* the defer chain of stackless jobs */

@@ -591,6 +591,7 @@ int ql__go_run(struct ql_worker *w, struct ql_task *t)
 	switch (t->after) {
 	case AFTER_YIELD:
 		ql__ready_append(w, &t->job);
+		w->yielded = 1; /* the next pick looks at the queued tasks first */
 		return 0;
 	case AFTER_PARK:
 		if (t->commit)
@@ -624,6 +625,9 @@ static int cancel_reason(struct ql_task *t)
 
 	if (k)
 		return k;
+	/* Shutdown past its grace period cancels every task. */
+	if (__builtin_expect(ql__exec_state(t->ex) == QL_EXEC_STOPPING, 0))
+		return ECANCELED;
 	if (!t->cur_scope)
 		return 0;
 	k = scope_reason(t->cur_scope);
@@ -1208,7 +1212,9 @@ static int yield_direct(struct ql_task *t)
 	struct ql_job *j = w->ready_head;
 	struct ql_task *n;
 
-	if (!j || j->kind != QL_JOB_GO || w->lifo || w->direct >= QL_DIRECT_MAX)
+	/* Only when nothing else is queued here: a yield goes behind all of it. */
+	if (!j || j->kind != QL_JOB_GO || w->lifo || w->direct >= QL_DIRECT_MAX ||
+	    w->bl_head || w->ib_rest || ql__deque_len(&w->dq))
 		return 0;
 	w->direct++;
 	w->ready_head = j->node.next ? (struct ql_job *)((char *)j->node.next -
@@ -1499,8 +1505,13 @@ int ql_shutdown(int fd, int how)
 		return -EINVAL;
 	if (!cur)
 		return -EPERM;
-	if (!ql__ring_op_supported(&cur->w->ring, IORING_OP_SHUTDOWN))
+	if (!ql__ring_op_supported(&cur->w->ring, IORING_OP_SHUTDOWN)) {
+		int r = cancel_reason(cur);
+
+		if (r)
+			return -r;
 		return shutdown(fd, how) < 0 ? -errno : 0;
+	}
 	IO_BEGIN();
 	io_uring_prep_shutdown(sqe, fd, how);
 	return io_wait(t, 0);

@@ -203,8 +203,8 @@ struct ql_task_opts {
  * ql_join/ql_cancel that must be given back with ql_task_release(); with out
  * NULL the task is detached. Returns 0, or -errno: -EINVAL (NULL ex or fn,
  * bad opts, stack size below QL_STACK_MIN or above 1 GiB), -ESHUTDOWN after
- * ql_exec_shutdown(), -ECANCELED (the scope is already cancelled or past its
- * deadline), -ENOMEM (no memory, or vm.max_map_count reached: each task stack
+ * ql_exec_shutdown(), -ECANCELED / -ETIMEDOUT (the scope is already cancelled
+ * / past its deadline), -ENOMEM (no memory, or vm.max_map_count reached: each task stack
  * costs two memory mappings; the message on stderr names the limit). Any
  * thread; from a worker of ex no system call is made in steady state.
  */
@@ -240,7 +240,7 @@ QL_API int ql_cancel(struct ql_task *t);
 /* Give a handle back; the task keeps running if it has not ended. NULL is a no-op. Any thread. */
 QL_API void ql_task_release(struct ql_task *t);
 
-/* The task's id (unique in the process), or 0 for NULL. Any thread. */
+/* The task's id (unique among its executor's tasks), or 0 for NULL. Any thread. */
 QL_API uint64_t ql_task_id(const struct ql_task *t);
 
 /*
