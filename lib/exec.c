@@ -447,7 +447,15 @@ static void backlog_refill(struct ql_worker *w)
 		/*
 		 * `next` is read before the push: once in the deque the task can
 		 * be stolen, run and its record reused by another worker at once.
+		 * The library's own jobs were sent to this worker for its ring:
+		 * they go to the ready list, which nobody steals from.
 		 */
+		if (node_task(n)->sys) {
+			w->ib_rest = next;
+			ql__ready_append(w, node_task(n));
+			moved++;
+			continue;
+		}
 		if (ql__deque_push_local(&w->dq, node_task(n)) != 0)
 			break;
 		w->ib_rest = next;
@@ -1076,7 +1084,8 @@ int ql_exec_create(const struct ql_exec_opts *opts, struct ql_exec **out)
 	}
 	if (o.flags & ~QL_EXEC_NO_PIN)
 		return -EINVAL;
-	if (o.workers > 1024 || (o.ring_size && (o.ring_size > 32768)))
+	/* The CQ is 4 x ring_size, and the kernel allows at most 65536 CQ entries. */
+	if (o.workers > 1024 || o.ring_size > 16384)
 		return -EINVAL;
 	if (sched_getaffinity(0, sizeof(set), &set) == 0) {
 		for (int c = 0; c < CPU_SETSIZE; c++)
@@ -1413,7 +1422,6 @@ int ql__run_on(struct ql_worker *w, void (*fn)(void *), void *arg)
 {
 	struct ql_worker *self = ql__self;
 	struct ql_job *t;
-	int ret;
 
 	if (self != w)
 		return spawn_outside(w->ex, w, NULL, fn, arg);
@@ -1423,10 +1431,11 @@ int ql__run_on(struct ql_worker *w, void (*fn)(void *), void *arg)
 	t->fn = fn;
 	t->arg = arg;
 	t->sys = 1;
-	ret = spawn_local(self, t);
-	if (ret < 0)
-		task_free(self, t);
-	return ret;
+	t->t_ready = 0;
+	/* Counted like a spawn, queued where no thief reaches: it is for this ring. */
+	__atomic_store_n(&self->st.spawned, self->st.spawned + 1, __ATOMIC_RELEASE);
+	ql__ready_append(self, t);
+	return 0;
 }
 
 /*

@@ -193,6 +193,7 @@ struct ql_exec {
 	_Atomic uint64_t tasks_outside;			/* stackful tasks spawned by outside threads */
 	/* Idle default-size task stacks shared between the workers' pools (task.c). */
 	_Alignas(QL_CACHELINE) struct ql_task *_Atomic stack_free;
+	_Atomic unsigned stack_free_count;
 };
 
 /* The worker the calling thread is, or NULL. */

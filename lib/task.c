@@ -369,7 +369,7 @@ static void stack_pool_spill(struct ql_worker *w)
 		n++;
 	}
 	w->stack_pool = last->wnext;
-	w->nstack_pool -= n;
+	w->nstack_pool = w->nstack_pool > n ? w->nstack_pool - n : 0;
 	/* relaxed: the CAS below checks it. */
 	struct ql_task *head = atomic_load_explicit(&ex->stack_free, memory_order_relaxed);
 	do {
@@ -377,18 +377,20 @@ static void stack_pool_spill(struct ql_worker *w)
 		/* release: the chain's links are visible to whoever takes it. */
 	} while (!atomic_compare_exchange_weak_explicit(&ex->stack_free, &head, first,
 							memory_order_release, memory_order_relaxed));
+	/* relaxed: a size hint for the pools, never a correctness input. */
+	atomic_fetch_add_explicit(&ex->stack_free_count, n, memory_order_relaxed);
 }
 
 static void stack_pool_refill(struct ql_worker *w)
 {
 	/* acquire: pairs with the spiller's release CAS (the links). */
 	struct ql_task *n = atomic_exchange_explicit(&w->ex->stack_free, NULL, memory_order_acquire);
-	unsigned k = 0;
+	/* relaxed: see stack_pool_spill; not walking the list keeps cold records cold. */
+	unsigned k = atomic_exchange_explicit(&w->ex->stack_free_count, 0, memory_order_relaxed);
 
 	w->stack_pool = n;
-	for (; n; n = n->wnext)
-		k++;
-	w->nstack_pool = k;
+	/* A spill between the two exchanges may make k stale: keep it a sane hint. */
+	w->nstack_pool = n ? (k ? (k < QL_STACK_POOL_MAX ? k : QL_STACK_POOL_MAX - 1) : 1) : 0;
 }
 
 /* A record and stack for a task of `size` bytes: from w's pool when it can. */
@@ -402,7 +404,8 @@ static struct ql_task *stack_get(struct ql_worker *w, size_t size)
 	if (w && size == QL_STACK_DEFAULT && w->stack_pool) {
 		t = w->stack_pool;
 		w->stack_pool = t->wnext;
-		w->nstack_pool--;
+		if (w->nstack_pool) /* a hint after a refill (see stack_pool_refill) */
+			w->nstack_pool--;
 #ifdef QL_ASAN
 		/* Frames of the last owner that never returned left poison. */
 		__asan_unpoison_memory_region(t->stack_lo, t->stack_size);

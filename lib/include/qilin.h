@@ -70,7 +70,7 @@ enum {
 struct ql_exec_opts {
 	size_t sz;	     /* sizeof(struct ql_exec_opts) */
 	unsigned workers;    /* worker threads; 0: CPUs in the affinity mask */
-	unsigned ring_size;  /* SQ entries per worker ring; 0: 256 */
+	unsigned ring_size;  /* SQ entries per worker ring, at most 16384; 0: 256 */
 	unsigned flags;	     /* QL_EXEC_* */
 };
 
