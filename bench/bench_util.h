@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,6 +109,75 @@ static inline void json_machine_open(FILE *f, long cores, const char *kernel)
 {
 	fprintf(f, "  \"machine\": {\"cores\": %ld, \"kernel\": ", cores);
 	json_string(f, kernel);
+}
+
+/* Find "key": in a one-line JSON object and parse the number after it. Returns 0 or -1. */
+static inline int json_number(const char *line, const char *key, double *out)
+{
+	char pat[256];
+	const char *p;
+	char *end;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(line, pat);
+	if (!p)
+		return -1;
+	p += strlen(pat);
+	*out = strtod(p, &end);
+	return end == p ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ peers */
+
+/*
+ * Run the program bin with args (trusted: made by the caller, already quoted for the shell)
+ * and keep the first line it prints, which must be a JSON object, in line. Its stderr goes
+ * to ours. Returns 0, or -1 after saying why: it could not start, exited non-zero, was
+ * killed by a signal, or printed no JSON object.
+ */
+static inline int run_peer(const char *bin, const char *args, char *line, size_t len)
+{
+	char cmd[4096];
+	size_t n = 0;
+	const char *s;
+	FILE *f;
+	int status;
+
+	/* Single-quote the binary's path for the shell: ' becomes '\''. */
+	cmd[n++] = '\'';
+	for (s = bin; *s && n + sizeof("'\\''") < sizeof(cmd); s++) {
+		if (*s == '\'') {
+			memcpy(cmd + n, "'\\''", 4);
+			n += 4;
+		} else {
+			cmd[n++] = *s;
+		}
+	}
+	if (snprintf(cmd + n, sizeof(cmd) - n, "' %s", args) >= (int)(sizeof(cmd) - n)) {
+		fprintf(stderr, BENCH_PROG ": command line too long for %s\n", bin);
+		return -1;
+	}
+	/* What the caller printed must come out before anything the child prints. */
+	fflush(NULL);
+	f = popen(cmd, "r");
+	if (!f) {
+		fprintf(stderr, BENCH_PROG ": popen(%s): %s\n", cmd, strerror(errno));
+		return -1;
+	}
+	if (!fgets(line, (int)len, f))
+		line[0] = '\0';
+	status = pclose(f);
+	if (status != -1 && WIFSIGNALED(status)) {
+		fprintf(stderr, BENCH_PROG ": %s was killed by signal %d (%s)\n", cmd,
+			WTERMSIG(status), strsignal(WTERMSIG(status)));
+		return -1;
+	}
+	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) || line[0] != '{') {
+		fprintf(stderr, BENCH_PROG ": %s failed (status 0x%x, output '%s')\n", cmd, status,
+			line);
+		return -1;
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------ options */

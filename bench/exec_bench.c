@@ -464,62 +464,10 @@ static void exec_close(struct bench *b, int hung)
 
 /* ------------------------------------------------------------------ the Go peer */
 
-/* Find "key": in a JSON line and parse the number after it. Returns 0 or -1. */
-static int json_number(const char *line, const char *key, double *out)
-{
-	char pat[LINE_LEN];
-	const char *p;
-	char *end;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(line, pat);
-	if (!p)
-		return -1;
-	p += strlen(pat);
-	*out = strtod(p, &end);
-	return end == p ? -1 : 0;
-}
-
-/*
- * Run the Go peer with args (trusted, made here) and keep its one JSON line in line.
- * Returns 0 or -1 after saying why.
- */
+/* Run the Go peer with args (made here) and keep its one JSON line. Returns 0 or -1. */
 static int run_go(const struct config *c, const char *args, char *line, size_t len)
 {
-	char cmd[CMD_LEN];
-	size_t n = 0;
-	const char *s;
-	FILE *f;
-	int status;
-
-	/* Single-quote the binary's path for the shell: ' becomes '\''. */
-	cmd[n++] = '\'';
-	for (s = c->go; *s && n + sizeof("'\\''") < sizeof(cmd); s++) {
-		if (*s == '\'') {
-			memcpy(cmd + n, "'\\''", 4);
-			n += 4;
-		} else {
-			cmd[n++] = *s;
-		}
-	}
-	if (snprintf(cmd + n, sizeof(cmd) - n, "' %s", args) >= (int)(sizeof(cmd) - n)) {
-		fprintf(stderr, "exec_bench: --go path too long\n");
-		return -1;
-	}
-	f = popen(cmd, "r");
-	if (!f) {
-		fprintf(stderr, "exec_bench: popen(%s): %s\n", cmd, strerror(errno));
-		return -1;
-	}
-	if (!fgets(line, (int)len, f))
-		line[0] = '\0';
-	status = pclose(f);
-	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) || line[0] != '{') {
-		fprintf(stderr, "exec_bench: %s failed (status 0x%x, output '%s')\n", cmd, status,
-			line);
-		return -1;
-	}
-	return 0;
+	return run_peer(c->go, args, line, len);
 }
 
 /* One Go round of a rate scenario: mode spawn or outside. Returns 0 or -1. */

@@ -11,6 +11,14 @@
 #   enop     NOPs through the executor (a continuation per completion, 64 in
 #            flight per worker) against plain liburing loops on as many threads
 #   wake     wake-up latency of a parked worker (Go for scale)
+#   task     stackful tasks (bench/task_bench.c), each against Go where Go has
+#            a peer: ql_yield switches on one worker (Go channel ping-pong),
+#            ql_go+ql_join+ql_task_release (goroutines + WaitGroup), memory per
+#            parked task at 100k and 1M (parked goroutines), memory per pending
+#            stackless operation, ql_defer plus its run (Go's defer). Parking
+#            1M tasks needs vm.max_map_count >= ~2.1M: as root the program
+#            raises it for the run and restores it; otherwise it skips 1M.
+#            About a minute; `task-quick` is the same with --quick (no 1M).
 #
 # Each program alternates the systems round by round and reports medians of
 # several rounds (the machine is shared and noisy: single runs mean little).
@@ -25,7 +33,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-build}
 [ $# -gt 0 ] && shift
 scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(nop spawn enop wake)
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(nop spawn enop wake task)
 results=$here/results
 mkdir -p "$results"
 
@@ -60,8 +68,18 @@ for s in "${scenarios[@]}"; do
 		need go-spawn
 		"$build/bench/exec_bench" -s wake --go "$build/bench/go-spawn" --json "$results/wake.json"
 		;;
+	task | task-quick)
+		need task_bench
+		need go-spawn
+		quick=()
+		[ "$s" = task-quick ] && quick=(--quick)
+		for t in yield spawn park pending defer; do
+			"$build/bench/task_bench" -s "$t" "${quick[@]}" --go "$build/bench/go-spawn" \
+				--json "$results/task_$t.json"
+		done
+		;;
 	*)
-		echo "bench/run.sh: unknown scenario '$s' (known: nop spawn enop wake)" >&2
+		echo "bench/run.sh: unknown scenario '$s' (known: nop spawn enop wake task task-quick)" >&2
 		exit 2
 		;;
 	esac
