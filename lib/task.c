@@ -1618,7 +1618,7 @@ static void segv_handler(int sig, siginfo_t *si, void *uc)
 			n += put(msg + n, ")");
 		}
 		n += put(msg + n, ": its ");
-		n += fmt_u64(msg + n, t->stack_size);
+		n += fmt_u64(msg + n, t->size_class);
 		n += put(msg + n, "-byte stack is exhausted (fault in the guard page, ");
 		n += fmt_u64(msg + n, (uint64_t)(t->stack_lo - addr));
 		n += put(msg + n, " bytes below the stack); give it a larger "
