@@ -225,4 +225,41 @@ static inline int no_operands(int argc, void (*usage)(FILE *))
 	return 0;
 }
 
+/*
+ * Write the scenarios' JSON objects (json[i] of json_len[i] bytes, NULL for a
+ * scenario that did not run) to path: one object alone, several as an array.
+ * prog names the program in error messages. Returns 0 or -1.
+ */
+static inline int write_json_objects(const char *prog, char *const *json, const size_t *json_len,
+				     unsigned count, const char *path)
+{
+	unsigned i, n = 0;
+	int many = 0;
+	FILE *f;
+
+	for (i = 0; i < count; i++)
+		many += json[i] != NULL;
+	many = many > 1;
+	f = fopen(path, "w");
+	if (!f) {
+		fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
+		return -1;
+	}
+	if (many)
+		fputs("[\n", f);
+	for (i = 0; i < count; i++) {
+		if (!json[i])
+			continue;
+		if (n++)
+			fputs(",\n", f);
+		fwrite(json[i], 1, json_len[i], f);
+	}
+	fputs(many ? "\n]\n" : "\n", f);
+	if (ferror(f) | fclose(f)) {
+		fprintf(stderr, "%s: writing %s failed\n", prog, path);
+		return -1;
+	}
+	return 0;
+}
+
 #endif /* QILIN_BENCH_UTIL_H */

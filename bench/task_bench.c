@@ -2536,33 +2536,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 /* Write every scenario's JSON object: alone, or as an array when there are several. */
 static int write_json(const struct bench *b, const char *path)
 {
-	unsigned i, n = 0;
-	int many = 0;
-	FILE *f;
-
-	for (i = 0; i < SC_COUNT; i++)
-		many += b->json[i] != NULL;
-	many = many > 1;
-	f = fopen(path, "w");
-	if (!f) {
-		fprintf(stderr, "task_bench: %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	if (many)
-		fputs("[\n", f);
-	for (i = 0; i < SC_COUNT; i++) {
-		if (!b->json[i])
-			continue;
-		if (n++)
-			fputs(",\n", f);
-		fwrite(b->json[i], 1, b->json_len[i], f);
-	}
-	fputs(many ? "\n]\n" : "\n", f);
-	if (ferror(f) | fclose(f)) {
-		fprintf(stderr, "task_bench: writing %s failed\n", path);
-		return -1;
-	}
-	return 0;
+	return write_json_objects("task_bench", b->json, b->json_len, SC_COUNT, path);
 }
 
 static int run_scenario(struct bench *b, enum scenario sc)

@@ -138,16 +138,6 @@ int ql_worker_id(void)
 	return ql__self ? (int)ql__self->id : -EPERM;
 }
 
-static inline int exec_state(const struct ql_exec *ex)
-{
-	/* Acquire: a worker that sees STOPPING also sees what shutdown wrote before. */
-	return atomic_load_explicit(&ex->state, memory_order_acquire);
-}
-
-int ql__exec_state(const struct ql_exec *ex)
-{
-	return exec_state(ex);
-}
 
 /* ------------------------------------------------------------ task records */
 
@@ -795,7 +785,7 @@ static void park(struct ql_worker *w)
 	/* seq_cst: ordered before the looks below (the hand-shake's first half). */
 	atomic_store_explicit(&w->parked, 1, memory_order_seq_cst);
 	atomic_fetch_add_explicit(&ex->nparked, 1, memory_order_relaxed);
-	if (has_work(w) || exec_state(ex) == QL_EXEC_STOPPING) {
+	if (has_work(w) || ql__exec_state(ex) == QL_EXEC_STOPPING) {
 		atomic_store_explicit(&w->parked, 0, memory_order_relaxed);
 		atomic_fetch_sub_explicit(&ex->nparked, 1, memory_order_relaxed);
 		return;
@@ -923,7 +913,7 @@ static void *worker_main(void *arg)
 	if (setjmp(jb))
 		panic_landed(w);
 	w->panic_jb = &jb;
-	while (exec_state(ex) != QL_EXEC_STOPPING) {
+	while (ql__exec_state(ex) != QL_EXEC_STOPPING) {
 		unsigned ran;
 		int r;
 
@@ -1242,7 +1232,7 @@ void ql_exec_destroy(struct ql_exec *ex)
 		fprintf(stderr, "qilin: ql_exec_destroy called from one of its own workers\n");
 		abort();
 	}
-	if (!__atomic_load_n(&ex->shut, __ATOMIC_ACQUIRE) && exec_state(ex) == QL_EXEC_RUNNING)
+	if (!__atomic_load_n(&ex->shut, __ATOMIC_ACQUIRE) && ql__exec_state(ex) == QL_EXEC_RUNNING)
 		ql_exec_shutdown(ex, 0);
 	else if (!__atomic_load_n(&ex->shut, __ATOMIC_ACQUIRE)) {
 		/* A shutdown is running in another thread: nothing safe to do but wait. */
@@ -1393,7 +1383,7 @@ int ql_spawn(struct ql_exec *ex, void (*fn)(void *), void *arg)
 	if (!self)
 		return spawn_outside(ex, NULL, NULL, fn, arg);
 	/* Tasks may still spawn while shutdown lets the running work finish. */
-	if (exec_state(ex) == QL_EXEC_STOPPING)
+	if (ql__exec_state(ex) == QL_EXEC_STOPPING)
 		return -ESHUTDOWN;
 	t = task_alloc(self, QL_JOB_FN);
 	if (!t)
@@ -1413,7 +1403,7 @@ int ql__job_spawn(struct ql_exec *ex, struct ql_job *j)
 
 	if (!self)
 		return spawn_outside(ex, NULL, j, NULL, NULL);
-	if (exec_state(ex) == QL_EXEC_STOPPING)
+	if (ql__exec_state(ex) == QL_EXEC_STOPPING)
 		return -ESHUTDOWN;
 	return spawn_local(self, j);
 }
@@ -1486,7 +1476,7 @@ static inline __attribute__((always_inline)) int io_begin(ql_io_fn fn, void *arg
 		return -EPERM;
 	if (!fn)
 		return -EINVAL;
-	if (exec_state(w->ex) == QL_EXEC_STOPPING)
+	if (ql__exec_state(w->ex) == QL_EXEC_STOPPING)
 		return -ESHUTDOWN;
 	io = (struct ql_io_job *)task_alloc(w, QL_JOB_IO);
 	if (!io)

@@ -214,8 +214,11 @@ int ql__run_on(struct ql_worker *w, void (*fn)(void *), void *arg);
 /* Arm a one-shot absolute CLOCK_MONOTONIC timeout whose continuation is cb(arg, res). */
 int ql__timer_arm(struct ql_worker *w, uint64_t abs_ns, ql_io_fn cb, void *arg,
 		  struct ql_op **op);
-/* Executor state (acquire). */
-int ql__exec_state(const struct ql_exec *ex);
+/* Executor state. Acquire: a worker that sees STOPPING also sees what shutdown wrote before. */
+static inline int ql__exec_state(const struct ql_exec *ex)
+{
+	return atomic_load_explicit(&ex->state, memory_order_acquire);
+}
 
 /* task.c, for exec.c. */
 /* Switch to task t; returns 1 if it ended (then it is gone), 0 if it parked or yielded. */

@@ -811,6 +811,20 @@ static void scope_unref(struct ql_scope *s)
 	}
 }
 
+/* t leaves the scope it was spawned in, and drops its reference on it. */
+static void scope_leave(struct ql_scope *s, struct ql_task *t)
+{
+	spin_lock(&s->lock);
+	if (t->sprev)
+		t->sprev->snext = t->snext;
+	else
+		s->members = t->snext;
+	if (t->snext)
+		t->snext->sprev = t->sprev;
+	spin_unlock(&s->lock);
+	scope_unref(s);
+}
+
 int ql_scope_open(struct ql_scope **out, uint64_t deadline_ns)
 {
 	struct ql_task *t = cur_task();
@@ -1006,17 +1020,8 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 			atomic_fetch_sub_explicit(&ex->tasks_outside, 1, memory_order_relaxed);
 		if (out)
 			*out = NULL;
-		if (s) {
-			spin_lock(&s->lock);
-			if (t->sprev)
-				t->sprev->snext = t->snext;
-			else
-				s->members = t->snext;
-			if (t->snext)
-				t->snext->sprev = t->sprev;
-			spin_unlock(&s->lock);
-			scope_unref(s);
-		}
+		if (s)
+			scope_leave(s, t);
 #ifdef QL_TSAN
 		__tsan_destroy_fiber(t->san_fiber);
 #endif
@@ -1059,17 +1064,8 @@ static void task_end(struct ql_worker *w, struct ql_task *t)
 #ifdef QL_TSAN
 	__tsan_destroy_fiber(t->san_fiber);
 #endif
-	if (s) {
-		spin_lock(&s->lock);
-		if (t->sprev)
-			t->sprev->snext = t->snext;
-		else
-			s->members = t->snext;
-		if (t->snext)
-			t->snext->sprev = t->sprev;
-		spin_unlock(&s->lock);
-		scope_unref(s);
-	}
+	if (s)
+		scope_leave(s, t);
 	/*
 	 * seq_cst store, then seq_cst loads of the waiter list and of the
 	 * outside-waiter count: a joiner publishes itself (under wlock, then a
@@ -1368,92 +1364,98 @@ ssize_t ql_write(int fd, const void *buf, size_t n)
 	return ql_pwrite(fd, buf, n, -1);
 }
 
-ssize_t ql_pread(int fd, void *buf, size_t n, off_t off)
+/* The buffer calls: one set of checks, one prep per opcode. */
+static ssize_t io_buf(unsigned opcode, int fd, const void *buf, size_t n, off_t off, int flags)
 {
 	if (fd < 0)
 		return -EBADF;
 	if ((!buf && n) || n > UINT32_MAX)
 		return -EINVAL;
 	IO_BEGIN();
-	io_uring_prep_read(sqe, fd, buf, (unsigned)n, (uint64_t)off);
+	switch (opcode) {
+	case IORING_OP_READ:
+		io_uring_prep_read(sqe, fd, (void *)buf, (unsigned)n, (uint64_t)off);
+		break;
+	case IORING_OP_WRITE:
+		io_uring_prep_write(sqe, fd, buf, (unsigned)n, (uint64_t)off);
+		break;
+	case IORING_OP_RECV:
+		io_uring_prep_recv(sqe, fd, (void *)buf, n, flags);
+		break;
+	default: /* IORING_OP_SEND */
+		io_uring_prep_send(sqe, fd, buf, n, flags);
+		break;
+	}
 	return io_wait(t, 0);
+}
+
+ssize_t ql_pread(int fd, void *buf, size_t n, off_t off)
+{
+	return io_buf(IORING_OP_READ, fd, buf, n, off, 0);
 }
 
 ssize_t ql_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
+	return io_buf(IORING_OP_WRITE, fd, buf, n, off, 0);
+}
+
+ssize_t ql_recv(int fd, void *buf, size_t n, int flags)
+{
+	return io_buf(IORING_OP_RECV, fd, buf, n, 0, flags);
+}
+
+ssize_t ql_send(int fd, const void *buf, size_t n, int flags)
+{
+	return io_buf(IORING_OP_SEND, fd, buf, n, 0, flags);
+}
+
+/* readv/writev and recvmsg/sendmsg: the same pattern for vectors and messages. */
+static ssize_t io_vec(int write, int fd, const struct iovec *iov, int iovcnt, off_t off)
+{
 	if (fd < 0)
 		return -EBADF;
-	if ((!buf && n) || n > UINT32_MAX)
+	if (!iov || iovcnt <= 0 || iovcnt > IOV_MAX)
 		return -EINVAL;
 	IO_BEGIN();
-	io_uring_prep_write(sqe, fd, buf, (unsigned)n, (uint64_t)off);
+	if (write)
+		io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, (uint64_t)off);
+	else
+		io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, (uint64_t)off);
 	return io_wait(t, 0);
 }
 
 ssize_t ql_readv(int fd, const struct iovec *iov, int iovcnt, off_t off)
 {
-	if (fd < 0)
-		return -EBADF;
-	if (!iov || iovcnt <= 0 || iovcnt > IOV_MAX)
-		return -EINVAL;
-	IO_BEGIN();
-	io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, (uint64_t)off);
-	return io_wait(t, 0);
+	return io_vec(0, fd, iov, iovcnt, off);
 }
 
 ssize_t ql_writev(int fd, const struct iovec *iov, int iovcnt, off_t off)
 {
-	if (fd < 0)
-		return -EBADF;
-	if (!iov || iovcnt <= 0 || iovcnt > IOV_MAX)
-		return -EINVAL;
-	IO_BEGIN();
-	io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, (uint64_t)off);
-	return io_wait(t, 0);
+	return io_vec(1, fd, iov, iovcnt, off);
 }
 
-ssize_t ql_recv(int fd, void *buf, size_t n, int flags)
+static ssize_t io_msg(int send, int fd, const struct msghdr *msg, int flags)
 {
 	if (fd < 0)
 		return -EBADF;
-	if (!buf && n)
+	if (!msg)
 		return -EINVAL;
 	IO_BEGIN();
-	io_uring_prep_recv(sqe, fd, buf, n, flags);
-	return io_wait(t, 0);
-}
-
-ssize_t ql_send(int fd, const void *buf, size_t n, int flags)
-{
-	if (fd < 0)
-		return -EBADF;
-	if (!buf && n)
-		return -EINVAL;
-	IO_BEGIN();
-	io_uring_prep_send(sqe, fd, buf, n, flags);
+	if (send)
+		io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
+	else
+		io_uring_prep_recvmsg(sqe, fd, (struct msghdr *)msg, (unsigned)flags);
 	return io_wait(t, 0);
 }
 
 ssize_t ql_recvmsg(int fd, struct msghdr *msg, int flags)
 {
-	if (fd < 0)
-		return -EBADF;
-	if (!msg)
-		return -EINVAL;
-	IO_BEGIN();
-	io_uring_prep_recvmsg(sqe, fd, msg, (unsigned)flags);
-	return io_wait(t, 0);
+	return io_msg(0, fd, msg, flags);
 }
 
 ssize_t ql_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	if (fd < 0)
-		return -EBADF;
-	if (!msg)
-		return -EINVAL;
-	IO_BEGIN();
-	io_uring_prep_sendmsg(sqe, fd, msg, (unsigned)flags);
-	return io_wait(t, 0);
+	return io_msg(1, fd, msg, flags);
 }
 
 int ql_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags)
