@@ -93,11 +93,14 @@ TEST_SRCS := $(wildcard tests/check_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 TEST_PROGS_SRCS := $(wildcard tests/prog_*.c)
 TEST_PROGS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_PROGS_SRCS))
+# The observer's target programs (tests/observer/run_observer.py runs them).
+OBS_TEST_SRCS := $(wildcard tests/observer/obs_*.c)
+OBS_TEST_PROGS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(OBS_TEST_SRCS))
 
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
-all: lib tests benches bpf
+all: lib tests benches bench-peers bpf
 
 lib: $(STATIC_LIB) $(SHARED_LIB) $(BUILD)/libqilin.so $(PC_FILE)
 
@@ -153,7 +156,7 @@ $(PC_FILE): qilin.pc.in Makefile $(PATHS_STAMP)
 # ---------------------------------------------------------------- tests
 
 .PHONY: tests benches
-tests: $(TEST_BINS) $(TEST_PROGS)
+tests: $(TEST_BINS) $(TEST_PROGS) $(OBS_TEST_PROGS)
 
 $(BUILD)/obj/tests/%.o: override CFLAGS += $(CHECK_CFLAGS) -Itests
 
@@ -163,6 +166,11 @@ $(BUILD)/tests/check_%: $(BUILD)/obj/tests/check_%.o $(TEST_HELPERS) $(STATIC_LI
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS)
 
 $(BUILD)/tests/prog_%: $(BUILD)/obj/tests/prog_%.o $(STATIC_LIB)
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/observer/obs_%: $(BUILD)/obj/tests/observer/obs_%.o $(STATIC_LIB)
 	$(call msg,LD,$@)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -223,19 +231,33 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) -lm
 
-# The Go peer of the executor benchmarks (Debian's golang-go, offline build).
+# The Go peers of the benchmarks (Debian's golang-go, offline build): go-spawn
+# (executor and task benches), go-echo (echo), go-httpd (http). One build.sh
+# run makes all three (a grouped target).
 GO_PEER := $(BUILD)/bench/go-spawn
-GO_PEER_SRCS := bench/go/go.mod bench/go/build.sh $(wildcard bench/go/spawn/*.go)
-.PHONY: go-peers
-go-peers: $(GO_PEER)
-$(GO_PEER): $(GO_PEER_SRCS)
-	$(call msg,GO,$@)
+GO_PEERS := $(GO_PEER) $(BUILD)/bench/go-echo $(BUILD)/bench/go-httpd
+GO_PEER_SRCS := bench/go/go.mod bench/go/build.sh $(wildcard bench/go/*/*.go)
+.PHONY: go-peers bench-peers
+go-peers: $(GO_PEERS)
+$(GO_PEERS) &: $(GO_PEER_SRCS)
+	$(call msg,GO,$(@D)/go-*)
 	$(Q)bench/go/build.sh $(@D)
 
+# The C peers (bench/peers/*.c: epoll echo server, load generator): plain
+# programs, not linked with libqilin.
+BENCH_PEER_SRCS := $(wildcard bench/peers/*.c)
+BENCH_PEERS := $(patsubst bench/peers/%.c,$(BUILD)/bench/peers/%,$(BENCH_PEER_SRCS))
+bench-peers: $(BENCH_PEERS)
+$(BUILD)/bench/peers/%: bench/peers/%.c $(FLAGS_STAMP)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -pthread -lm
+
+# make bench [BENCH_ARGS="echo http"]: every scenario, or those named.
 bench:
-	$(Q)scripts/deps.sh build bench
-	$(Q)$(MAKE) --no-print-directory lib benches go-peers
-	$(Q)bench/run.sh $(BUILD)
+	$(Q)scripts/deps.sh build bench bpf
+	$(Q)$(MAKE) --no-print-directory all go-peers bench-peers
+	$(Q)bench/run.sh $(BUILD) $(BENCH_ARGS)
 
 demo: deps-demo
 	$(Q)$(MAKE) --no-print-directory lib benches
@@ -246,8 +268,12 @@ demo: deps-demo
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
 BPF_SKELS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.skel.h,$(BPF_SRCS))
-BPF_USER_SRCS := $(filter-out $(wildcard bpf/*.bpf.c),$(wildcard bpf/*.c))
-BPF_BINS := $(patsubst bpf/%.c,$(BUILD)/bpf/%,$(BPF_USER_SRCS))
+# A program is a pair bpf/X.bpf.c + bpf/X.c; bpf/obs_*.c are parts of the
+# qilin-observer user side, linked into it, not programs of their own.
+BPF_BINS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%,$(filter \
+	$(patsubst %.c,%.bpf.c,$(wildcard bpf/*.c)),$(BPF_SRCS)))
+OBS_PART_SRCS := $(wildcard bpf/obs_*.c)
+OBS_PART_OBJS := $(patsubst bpf/%.c,$(BUILD)/obj/bpf/%.o,$(OBS_PART_SRCS))
 BPF_ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
 BPF_LIBS := $(shell $(PKG_CONFIG) --libs libbpf 2>/dev/null || echo -lbpf -lelf -lz)
@@ -279,6 +305,15 @@ $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 $(BUILD)/bpf/%: bpf/%.c $(BPF_SKELS) $(STATIC_LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bpf -o $@ $< $(LDFLAGS) $(BPF_LIBS) $(STATIC_LIB) $(LIBS)
+
+$(BUILD)/obj/bpf/obs_%.o: bpf/obs_%.c $(wildcard bpf/*.h)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) -Ibpf -c $< -o $@
+
+$(BUILD)/bpf/qilin-observer: bpf/qilin-observer.c $(BPF_SKELS) $(OBS_PART_OBJS)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bpf -Ibpf -o $@ $< $(OBS_PART_OBJS) $(LDFLAGS) $(BPF_LIBS) -lm
 
 # ---------------------------------------------------------------- install
 

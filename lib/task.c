@@ -191,6 +191,7 @@ struct ql_scope {
 
 static size_t page_size;
 static _Atomic uint64_t outside_ids;
+static _Atomic unsigned stack_colour; /* stack_map's colour sequence */
 
 /* ------------------------------------------------------------ small helpers */
 
@@ -337,7 +338,18 @@ static struct ql_task *stack_map(size_t size)
 		report_map_limit();
 		return NULL;
 	}
-	t = (struct ql_task *)(map + len - QL_RECORD_BYTES);
+	/*
+	 * Cache colouring: every mapping is a whole number of pages, so records
+	 * at the very top would all share one offset within a page, the same
+	 * few L1 and L2 sets, and evict each other. Spread them over the slack
+	 * that rounding to pages leaves, a cache line apart.
+	 */
+	size_t slack = rw - size - QL_RECORD_BYTES;
+	/* relaxed: only spreads addresses; any value is correct. */
+	unsigned seq = atomic_fetch_add_explicit(&stack_colour, 1, memory_order_relaxed);
+	size_t colour = slack >= 64 ? (size_t)(seq * 7u % (unsigned)(slack / 64)) * 64 : 0;
+
+	t = (struct ql_task *)(map + len - QL_RECORD_BYTES - colour);
 	t->map = map;
 	t->map_len = len;
 	t->stack_lo = map + QL_GUARD;
@@ -495,10 +507,14 @@ int ql_defer(void (*fn)(void *), void *arg)
 		return -EPERM;
 	if (!fn)
 		return -EINVAL;
-	if (__builtin_expect(c->n < c->cap, 1)) {
-		c->ents[c->n].fn = fn;
-		c->ents[c->n].arg = arg;
-		c->n++;
+	/* Locals, so that the stores below need not reload n (they may alias it). */
+	unsigned n = c->n;
+	struct ql_defer_ent *e = c->ents + n;
+
+	if (__builtin_expect(n < c->cap, 1)) {
+		e->fn = fn;
+		e->arg = arg;
+		c->n = n + 1;
 		return 0;
 	}
 	return chain_grow(c, fn, arg);
@@ -535,18 +551,23 @@ static void chain_pop_chunk(struct ql_chain *c)
  */
 void ql__chain_run(struct ql_chain *c)
 {
+	/*
+	 * in_defer counts nesting (a deferred function may end up running
+	 * another chain); raised once for the whole run rather than around each
+	 * entry, since nothing but deferred functions runs in between.
+	 */
+	c->in_defer++;
 	for (;;) {
 		while (c->n) {
 			struct ql_defer_ent e = c->ents[--c->n];
 
-			c->in_defer++;
 			e.fn(e.arg);
-			c->in_defer--;
 		}
 		if (!c->chunk)
 			break;
 		chain_pop_chunk(c);
 	}
+	c->in_defer--;
 }
 
 /* ------------------------------------------------------------ switching */

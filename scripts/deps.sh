@@ -34,7 +34,9 @@ usage() {
 # Print the packages of group $1; fail on an unknown group.
 group_pkgs() {
 	case $1 in
-	build | demo) echo "gcc make pkg-config liburing-dev check systemtap-sdt-dev" ;;
+	# libhttp-parser-dev: bench/httpd parses HTTP with it; curl and python3:
+	# its robustness test (tests/httpd/robust.sh).
+	build | demo) echo "gcc make pkg-config liburing-dev check systemtap-sdt-dev libhttp-parser-dev curl python3" ;;
 	bpf) echo "clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev systemtap-sdt-dev iproute2" ;;
 	# gnuplot-nox: the gnuplot binary without the Qt/X11 front ends that the
 	# "gnuplot" metapackage would drag in on a headless machine.

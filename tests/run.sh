@@ -6,7 +6,7 @@
 # Runs every BUILD_DIR/tests/check_* binary in fork mode (CK_FORK=yes), or
 # only those named in QILIN_TEST_ONLY (space-separated, "check_ring" or just
 # "ring"), showing each suite's own output and Check summary. Then it runs
-# check_ring, check_exec and check_task once more with QILIN_URING_DISABLE=all exported,
+# check_ring, check_exec, check_task and check_stream once more with QILIN_URING_DISABLE=all exported,
 # which sends the ring layer down the paths an old kernel would take, the way a user would
 # force them. On a build without sanitizers, and when no QILIN_TEST_ONLY is
 # given, tests/install_check.sh then installs the build into a scratch root
@@ -227,7 +227,7 @@ rerun=()
 for bin in "${suites[@]}"; do
 	run_suite "${bin##*/}" "$bin"
 	case ${bin##*/} in
-	check_ring | check_exec | check_task) rerun+=("$bin") ;;
+	check_ring | check_exec | check_task | check_stream) rerun+=("$bin") ;;
 	esac
 done
 

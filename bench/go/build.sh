@@ -3,7 +3,9 @@
 #
 # bench/go/build.sh OUTDIR - build the Go peers of the benchmarks, offline.
 #
-# Builds bench/go/spawn into OUTDIR/go-spawn. The module (bench/go/go.mod)
+# Builds bench/go/spawn into OUTDIR/go-spawn, bench/go/echo into OUTDIR/go-echo
+# and bench/go/httpd into OUTDIR/go-httpd (go build -o takes one package, so
+# one build per peer; they share the build cache). The module (bench/go/go.mod)
 # uses the standard library only, so nothing is ever downloaded: GOPROXY=off
 # and GOFLAGS=-mod=mod are not needed, but GOPROXY=off makes a stray import
 # fail at once instead of trying the network. Everything Go writes (build
@@ -33,7 +35,9 @@ out=$(cd "$1" && pwd)
 src=$(cd "$(dirname "$0")" && pwd)
 
 cd "$src"
-env GOCACHE="$out/.gocache" GOPATH="$out/.gopath" GOMODCACHE="$out/.gopath/pkg/mod" \
-	XDG_CONFIG_HOME="$out/.goconfig" GOENV=off GOFLAGS=-trimpath GOPROXY=off \
-	GOTOOLCHAIN=local GOTELEMETRY=off CGO_ENABLED=0 \
-	go build -o "$out/go-spawn" ./spawn
+for peer in spawn echo httpd; do
+	env GOCACHE="$out/.gocache" GOPATH="$out/.gopath" GOMODCACHE="$out/.gopath/pkg/mod" \
+		XDG_CONFIG_HOME="$out/.goconfig" GOENV=off GOFLAGS=-trimpath GOPROXY=off \
+		GOTOOLCHAIN=local GOTELEMETRY=off CGO_ENABLED=0 \
+		go build -o "$out/go-$peer" "./$peer"
+done

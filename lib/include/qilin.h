@@ -364,6 +364,109 @@ QL_API int ql_fsync(int fd);
 /* Wait until fd is ready for events (POLLIN, POLLOUT, ...); returns the revents. */
 QL_API int ql_poll(int fd, unsigned events);
 
+/* ------------------------------------------------------------ multishot streams */
+
+/*
+ * Streams, for stackless code: one armed operation that keeps producing
+ * results (kernel multishot accept / recv with ring-mapped provided
+ * buffers; on kernels without them, a single-shot operation re-armed after
+ * each result). Each result reaches fn as a stackless job on the worker that
+ * armed the stream, in the order the kernel produced them.
+ */
+struct ql_stream;
+
+/* fn's flags: more calls will follow (absent on the final call). */
+#define QL_STREAM_MORE 1u
+
+/*
+ * Called once per result. With QL_STREAM_MORE: for an accept stream res is
+ * a new connected socket (SOCK_CLOEXEC, owned by fn from now on) and buf is
+ * NULL; for a recv stream res > 0 bytes are at buf, valid only during the
+ * call (the provided buffer goes back to the kernel when fn returns). The
+ * final call has flags 0, buf NULL and res 0 (recv: end of file), -errno
+ * (the socket's error, e.g. -ECONNRESET), or -ECANCELED (ql_stream_cancel,
+ * or executor shutdown); the stream is freed after it returns.
+ */
+typedef void (*ql_stream_fn)(void *arg, ssize_t res, const void *buf, unsigned flags);
+
+/* Provided-buffer geometry of a worker's recv streams. */
+#define QL_STREAM_BUFS_DEFAULT 1024u	    /* buffers per worker */
+#define QL_STREAM_BUF_SIZE_DEFAULT 4096u    /* bytes per buffer */
+#define QL_STREAM_BUFS_MAX 32768u	    /* a power of 2, at most this */
+#define QL_STREAM_BUF_SIZE_MIN 64u
+#define QL_STREAM_BUF_SIZE_MAX (1u << 20)
+#define QL_STREAM_BUF_TOTAL_MAX (1ull << 30) /* count x size */
+
+/*
+ * Arm a multishot accept on listening socket fd. *out (if out is not NULL)
+ * is the handle for ql_stream_cancel, valid until fn's final call returns.
+ * Connections that die in the backlog do not end the stream. Returns 0 (fn
+ * will be called until a final call), or -errno and fn is never called:
+ * -EBADF (fd < 0), -EINVAL (NULL fn), -EPERM outside a worker, -ESHUTDOWN
+ * once the executor is stopping, -ENOMEM. Only from a worker thread.
+ */
+QL_API int ql_accept_multi(int fd, ql_stream_fn fn, void *arg, struct ql_stream **out);
+
+/*
+ * Arm a multishot recv on connected socket fd, into the calling worker's
+ * provided buffers (a group of QL_STREAM_BUFS_DEFAULT x
+ * QL_STREAM_BUF_SIZE_DEFAULT bytes, or what ql_stream_buffers set, created
+ * on the worker's first call). Data larger than a buffer arrives in several
+ * calls. When every buffer is in use the stream stalls and resumes by
+ * itself as buffers come back (counted in ql_stream_stats.stalls); that is
+ * never an error. Close fd only after the final call. Returns and errors as
+ * ql_accept_multi, plus the error of registering the buffers.
+ */
+QL_API int ql_recv_multi(int fd, ql_stream_fn fn, void *arg, struct ql_stream **out);
+
+/*
+ * Cancel s: results not yet delivered are dropped (accepted sockets are
+ * closed), and fn's next call is its final one, with -ECANCELED (even if
+ * the stream was ending anyway). Returns 0, -EINVAL (NULL), -EPERM (not on
+ * the stream's worker), -EALREADY (already cancelled). Only from the
+ * stream's worker, before its final call has returned (fn may call it).
+ */
+QL_API int ql_stream_cancel(struct ql_stream *s);
+
+/*
+ * Set the calling worker's provided-buffer geometry: count buffers (a power
+ * of 2, at most QL_STREAM_BUFS_MAX) of size bytes (QL_STREAM_BUF_SIZE_MIN ..
+ * QL_STREAM_BUF_SIZE_MAX, count x size at most QL_STREAM_BUF_TOTAL_MAX).
+ * Before the worker's first ql_recv_multi (ql_spawn_on reaches each
+ * worker). Returns 0, -EINVAL, -EBUSY (the group exists already), -EPERM
+ * outside a worker, -ESHUTDOWN.
+ */
+QL_API int ql_stream_buffers(unsigned count, size_t size);
+
+/* The calling worker's stream counters. */
+struct ql_stream_stats {
+	size_t sz;	  /* in: sizeof(struct ql_stream_stats) */
+	unsigned nbufs;	  /* buffer geometry */
+	size_t buf_size;
+	unsigned avail;	  /* buffers the kernel may fill now (0 before the group exists) */
+	uint64_t live;	  /* streams armed or with their final call pending */
+	uint64_t results; /* results delivered with QL_STREAM_MORE */
+	uint64_t dropped; /* results dropped after a cancel */
+	uint64_t stalls;  /* times a recv stream found no buffer (the worker's ring) */
+	uint64_t rearms;  /* re-arms of streams (the worker's ring) */
+};
+
+/*
+ * Read the calling worker's counters. Returns 0, -EINVAL (NULL, or out->sz
+ * too small), -EPERM outside a worker, -ESHUTDOWN.
+ */
+QL_API int ql_stream_stats(struct ql_stream_stats *out);
+
+/*
+ * Run fn(arg) as a stackless job on worker `worker` (0 .. workers-1) of ex,
+ * never stolen by another worker: for work tied to that worker's ring (its
+ * listeners, its buffer geometry). Such a job is never dropped: once
+ * queued it runs, even if shutdown begins. Returns 0, -EINVAL (NULL ex or
+ * fn, worker out of range), -ESHUTDOWN (after shutdown began; from a worker
+ * of ex, once it is stopping), -ENOMEM. Any thread.
+ */
+QL_API int ql_spawn_on(struct ql_exec *ex, unsigned worker, void (*fn)(void *), void *arg);
+
 #ifdef __cplusplus
 }
 #endif
