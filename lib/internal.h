@@ -76,6 +76,8 @@ struct ql_defer_ent {
 
 /* Entries kept inside every chain, and per chunk beyond them. */
 #define QL_CHAIN_INLINE 4
+/* Idle task stacks a worker keeps (more go to the executor's shared list). */
+#define QL_STACK_POOL_MAX 1024
 #define QL_CHUNK_ENTS 31
 
 struct ql_dchunk {
@@ -138,8 +140,13 @@ struct ql_worker {
 	struct ql_job *cur_job; /* the stackless job running now (for panics) */
 	jmp_buf *panic_jb;	/* where a stackless task's panic lands */
 	struct ql_chain fn_chain; /* the defer chain of stackless jobs */
-	struct ql_task *stack_pool; /* idle default-size task stacks */
+	/*
+	 * Idle default-size task records with their stacks, a LIFO array so
+	 * that taking one does not read the (cold) record itself.
+	 */
+	struct ql_task *stack_pool[QL_STACK_POOL_MAX];
 	unsigned nstack_pool;
+	struct ql_task *stack_spare; /* taken from the shared list, linked by wnext */
 	struct ql_dchunk *chunk_pool; /* idle defer chunks */
 	unsigned nchunk_pool;
 	uint64_t task_seq;	/* task ids made here (and stackful tasks spawned here) */
@@ -193,7 +200,6 @@ struct ql_exec {
 	_Atomic uint64_t tasks_outside;			/* stackful tasks spawned by outside threads */
 	/* Idle default-size task stacks shared between the workers' pools (task.c). */
 	_Alignas(QL_CACHELINE) struct ql_task *_Atomic stack_free;
-	_Atomic unsigned stack_free_count;
 };
 
 /* The worker the calling thread is, or NULL. */

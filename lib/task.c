@@ -95,7 +95,6 @@
 /* Guard bytes below every stack: a frame up to this size still faults in it. */
 #define QL_GUARD (16u * 1024u)
 /* Idle stacks kept per worker, and idle defer chunks. */
-#define QL_STACK_POOL_MAX 1024
 #define QL_CHUNK_POOL_MAX 64
 /* Largest stack accepted. */
 #define QL_STACK_MAX ((size_t)1 << 30)
@@ -365,66 +364,65 @@ static void stack_unmap(struct ql_task *t)
 
 /*
  * Stacks are freed by the worker that ran the task to its end, often not the
- * one that spawns: as with job records (exec.c), a full pool gives half to
- * the executor's shared stack, and an empty pool takes all of that. The
- * shared stack is a Treiber stack with batch push and take-all by exchange:
- * nothing pops a single node, so there is no ABA problem.
+ * one that spawns: as with job records (exec.c), a full pool gives its older
+ * half to the executor's shared list, and an empty pool takes from it. The
+ * shared list is a Treiber stack with batch push and take-all by exchange:
+ * nothing pops a single node, so there is no ABA problem. Its links are the
+ * records' wnext fields, written only while a record is idle.
  */
-static void stack_pool_spill(struct ql_worker *w)
+static void stack_list_push(struct ql_exec *ex, struct ql_task *first, struct ql_task *last)
 {
-	struct ql_exec *ex = w->ex;
-	struct ql_task *first = w->stack_pool, *last = first;
-	unsigned n = 1;
-
-	while (n < QL_STACK_POOL_MAX / 2 && last->wnext) {
-		last = last->wnext;
-		n++;
-	}
-	w->stack_pool = last->wnext;
-	w->nstack_pool = w->nstack_pool > n ? w->nstack_pool - n : 0;
 	/* relaxed: the CAS below checks it. */
 	struct ql_task *head = atomic_load_explicit(&ex->stack_free, memory_order_relaxed);
+
 	do {
 		last->wnext = head;
 		/* release: the chain's links are visible to whoever takes it. */
 	} while (!atomic_compare_exchange_weak_explicit(&ex->stack_free, &head, first,
 							memory_order_release, memory_order_relaxed));
-	/* relaxed: a size hint for the pools, never a correctness input. */
-	atomic_fetch_add_explicit(&ex->stack_free_count, n, memory_order_relaxed);
 }
 
-static void stack_pool_refill(struct ql_worker *w)
+static void stack_pool_spill(struct ql_worker *w)
 {
-	/* acquire: pairs with the spiller's release CAS (the links). */
-	struct ql_task *n = atomic_exchange_explicit(&w->ex->stack_free, NULL, memory_order_acquire);
-	/* relaxed: see stack_pool_spill; not walking the list keeps cold records cold. */
-	unsigned k = atomic_exchange_explicit(&w->ex->stack_free_count, 0, memory_order_relaxed);
+	unsigned n = QL_STACK_POOL_MAX / 2, i;
 
-	w->stack_pool = n;
-	/* A spill between the two exchanges may make k stale: keep it a sane hint. */
-	w->nstack_pool = n ? (k ? (k < QL_STACK_POOL_MAX ? k : QL_STACK_POOL_MAX - 1) : 1) : 0;
+	/* The bottom half: the longest idle, the likeliest to be cold anyway. */
+	for (i = 0; i + 1 < n; i++)
+		w->stack_pool[i]->wnext = w->stack_pool[i + 1];
+	stack_list_push(w->ex, w->stack_pool[0], w->stack_pool[n - 1]);
+	memmove(w->stack_pool, w->stack_pool + n, (w->nstack_pool - n) * sizeof(w->stack_pool[0]));
+	w->nstack_pool -= n;
 }
 
-/* A record and stack for a task of `size` bytes: from w's pool when it can. */
+/*
+ * A record and stack for a task of `size` bytes: from w's pool when it can,
+ * then from its spare chain, which an empty chain refills by taking the
+ * whole shared list (one exchange, no walk).
+ */
 static struct ql_task *stack_get(struct ql_worker *w, size_t size)
 {
 	struct ql_task *t;
 
-	if (w && size == QL_STACK_DEFAULT && !w->stack_pool &&
-	    atomic_load_explicit(&w->ex->stack_free, memory_order_relaxed))
-		stack_pool_refill(w);
-	if (w && size == QL_STACK_DEFAULT && w->stack_pool) {
-		t = w->stack_pool;
-		w->stack_pool = t->wnext;
-		if (w->nstack_pool) /* a hint after a refill (see stack_pool_refill) */
-			w->nstack_pool--;
-#ifdef QL_ASAN
-		/* Frames of the last owner that never returned left poison. */
-		__asan_unpoison_memory_region(t->stack_lo, t->stack_size);
-#endif
-		return t;
+	if (!w || size != QL_STACK_DEFAULT)
+		return stack_map(size);
+	if (w->nstack_pool) {
+		t = w->stack_pool[--w->nstack_pool];
+	} else {
+		if (!w->stack_spare &&
+		    atomic_load_explicit(&w->ex->stack_free, memory_order_relaxed))
+			/* acquire: pairs with the spiller's release CAS (the links). */
+			w->stack_spare = atomic_exchange_explicit(&w->ex->stack_free, NULL,
+								  memory_order_acquire);
+		t = w->stack_spare;
+		if (!t)
+			return stack_map(size);
+		w->stack_spare = t->wnext;
 	}
-	return stack_map(size);
+#ifdef QL_ASAN
+	/* Frames of the last owner that never returned left poison. */
+	__asan_unpoison_memory_region(t->stack_lo, t->stack_size);
+#endif
+	return t;
 }
 
 /* The last reference is gone: back to the pool, or unmapped. */
@@ -433,10 +431,9 @@ static void task_free(struct ql_task *t)
 	struct ql_worker *w = ql__self;
 
 	if (w && w->ex == t->ex && t->size_class == QL_STACK_DEFAULT) {
-		t->wnext = w->stack_pool;
-		w->stack_pool = t;
-		if (++w->nstack_pool >= QL_STACK_POOL_MAX)
+		if (w->nstack_pool == QL_STACK_POOL_MAX)
 			stack_pool_spill(w);
+		w->stack_pool[w->nstack_pool++] = t;
 		return;
 	}
 	stack_unmap(t);
@@ -1728,13 +1725,14 @@ void ql__task_pools_free(struct ql_worker *w)
 		f = t->wnext;
 		stack_unmap(t);
 	}
-	while (w->stack_pool) {
-		struct ql_task *t = w->stack_pool;
+	while (w->nstack_pool)
+		stack_unmap(w->stack_pool[--w->nstack_pool]);
+	while (w->stack_spare) {
+		struct ql_task *t = w->stack_spare;
 
-		w->stack_pool = t->wnext;
+		w->stack_spare = t->wnext;
 		stack_unmap(t);
 	}
-	w->nstack_pool = 0;
 	while (w->chunk_pool) {
 		struct ql_dchunk *k = w->chunk_pool;
 
