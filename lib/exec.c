@@ -1433,7 +1433,8 @@ int ql__run_on(struct ql_worker *w, void (*fn)(void *), void *arg)
  * counted again. It goes back to `home`, its last worker: straight into the
  * queue when the caller is that worker, otherwise through home's inbox,
  * bracketed like an outside spawn so that shutdown never frees the eventfd
- * under us. Not to the waker's queue (Go's choice): the wakee's stack,
+ * under us (during shutdown it stays on the waking worker). Not to the
+ * waker's queue (Go's choice): the wakee's stack,
  * record and pooled stacks are hot on home, and a task joining tasks that
  * were stolen would otherwise hop between workers at every wake, dragging
  * every record it spawns after it (spawn+join, 2 workers: 370 -> 170-290
@@ -1444,7 +1445,11 @@ void ql__job_ready(struct ql_exec *ex, struct ql_worker *home, struct ql_job *j)
 	struct ql_worker *self = self_of(ex);
 
 	j->node.next = NULL;
-	if (self == home) {
+	/*
+	 * Once shutdown has begun, home may already be past its last look at
+	 * its inbox: the task stays with the worker that woke it, to end there.
+	 */
+	if (self && (self == home || ql__exec_state(ex) != QL_EXEC_RUNNING)) {
 		if (local_push(self, j) < 0)
 			ql__ready_append(self, j); /* no memory to spill: keep it close */
 		else if (atomic_load_explicit(&ex->nparked, memory_order_relaxed))
