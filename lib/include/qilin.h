@@ -385,7 +385,8 @@ struct ql_stream;
  * call (the provided buffer goes back to the kernel when fn returns). The
  * final call has flags 0, buf NULL and res 0 (recv: end of file), -errno
  * (the socket's error, e.g. -ECONNRESET), or -ECANCELED (ql_stream_cancel,
- * or executor shutdown); the stream is freed after it returns.
+ * or executor shutdown); the stream is freed after it returns. A panic in
+ * fn ends that call only: the buffer goes back and the stream goes on.
  */
 typedef void (*ql_stream_fn)(void *arg, ssize_t res, const void *buf, unsigned flags);
 
