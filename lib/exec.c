@@ -791,6 +791,15 @@ static void park(struct ql_worker *w)
 		return;
 	}
 	WST_ADD(w, parks, 1);
+	/*
+	 * The gauges as they will stay while it sleeps, whatever the tick
+	 * sampling skipped: the enter below submits what is pending, so that
+	 * counts as in flight.
+	 */
+	if (QL_TRACED(tick))
+		STAP_PROBE4(qilin, tick, w->id,
+			    ql__deque_len(&w->dq) + w->nbl + w->nready + (w->lifo != NULL), 0,
+			    w->ring.inflight + ql__ring_pending(&w->ring));
 	if (QL_TRACED(worker_park))
 		STAP_PROBE1(qilin, worker_park, w->id);
 	/* Blocks until a CQE: an I/O completion or a wake-up. */
