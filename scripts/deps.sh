@@ -4,9 +4,12 @@
 # scripts/deps.sh GROUP... - install the Debian packages a qilin task needs.
 #
 # Groups:
-#   build   compiler, make, pkg-config, liburing, Check, sys/sdt.h (library, tests)
-#   bpf     clang/llvm, libbpf, bpftool, libelf, zlib, sys/sdt.h, iproute2
-#   bench   Go, wrk, nginx, fio, gnuplot (the benchmark peers and plots)
+#   build   compiler, make, pkg-config, liburing, Check, sys/sdt.h (library, tests);
+#           libhttp-parser, curl, python3 (bench/httpd and its test)
+#   bpf     clang/llvm, libbpf, bpftool, libelf, zlib, sys/sdt.h, iproute2;
+#           nftables, python3-jsonschema, curl, promtool (the observer's tests)
+#   bench   Go, wrk, nginx, fio, gnuplot (the benchmark peers and plots),
+#           python3, jq, iproute2 (bench/run.sh's own tools)
 #   demo    same as build
 #   cross   aarch64 cross compiler, its libc, qemu-user (make test-ctx-cross)
 #
@@ -36,11 +39,18 @@ group_pkgs() {
 	case $1 in
 	# libhttp-parser-dev: bench/httpd parses HTTP with it; curl and python3:
 	# its robustness test (tests/httpd/robust.sh).
-	build | demo) echo "gcc make pkg-config liburing-dev check systemtap-sdt-dev libhttp-parser-dev curl python3" ;;
-	bpf) echo "clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev systemtap-sdt-dev iproute2" ;;
+	build) echo "gcc make pkg-config liburing-dev check systemtap-sdt-dev libhttp-parser-dev curl python3" ;;
+	# make demo (scripts/demo.sh): wrk drives the server, ss finds a free port.
+	demo) echo "wrk iproute2 curl python3" ;;
+	# nftables, python3, python3-jsonschema, curl, prometheus (promtool):
+	# the observer's tests (tests/observer/run_observer.py, lossy netns).
+	bpf) echo "clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev systemtap-sdt-dev iproute2" \
+		"nftables python3 python3-jsonschema curl prometheus" ;;
 	# gnuplot-nox: the gnuplot binary without the Qt/X11 front ends that the
 	# "gnuplot" metapackage would drag in on a headless machine.
-	bench) echo "golang-go wrk nginx fio gnuplot-nox" ;;
+	# python3 and jq: bench/run.sh's figures and bench/report.py; iproute2:
+	# ss, to check that the servers' ports are free.
+	bench) echo "golang-go wrk nginx fio gnuplot-nox python3 jq iproute2" ;;
 	# libc6-dev-arm64-cross: the aarch64 headers and libc.a, only a
 	# Recommends of the cross compiler, which --no-install-recommends skips.
 	cross) echo "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user" ;;
