@@ -8,7 +8,9 @@
 # "ring"), showing each suite's own output and Check summary. Then it runs
 # check_ring, check_exec, check_task and check_stream once more with QILIN_URING_DISABLE=all exported,
 # which sends the ring layer down the paths an old kernel would take, the way a user would
-# force them. On a build without sanitizers, and when no QILIN_TEST_ONLY is
+# force them. Then tests/httpd/robust.sh (bench/httpd's server against real
+# clients) runs, both ways, counted like a suite. On a build without
+# sanitizers, and when no QILIN_TEST_ONLY is
 # given, tests/install_check.sh then installs the build into a scratch root
 # and uses it as an outside program would (counted as one test case).
 #
@@ -22,7 +24,8 @@
 # exit status is 1 when anything failed.
 #
 # Environment:
-#   QILIN_TEST_ONLY       suites to run (default: all)
+#   QILIN_TEST_ONLY       suites to run (default: all; "httpd" names tests/httpd/robust.sh)
+#                         ("observer" names tests/observer/run_observer.py)
 #   QILIN_SUITE_TIMEOUT   seconds per binary before it is killed; 0 means none
 #                         (default 900, 1800 under sanitizers, none with
 #                         QILIN_STRESS set). Check's per-test timeouts apply
@@ -207,9 +210,23 @@ describe_exit() {
 
 # The suites to run.
 suites=()
+# The HTTP server's robustness test (tests/httpd/): with every suite, or by name.
+want_httpd=1
+# qilin-observer's tests (tests/observer/run_observer.py): likewise.
+want_observer=1
 if [ -n "${QILIN_TEST_ONLY:-}" ]; then
+	want_httpd=0
+	want_observer=0
 	for name in $QILIN_TEST_ONLY; do
 		name=${name##*/}
+		if [ "$name" = httpd ]; then
+			want_httpd=1
+			continue
+		fi
+		if [ "$name" = observer ]; then
+			want_observer=1
+			continue
+		fi
 		[[ $name == check_* ]] || name=check_$name
 		suites+=("$build/tests/$name")
 	done
@@ -235,6 +252,21 @@ done
 for bin in "${rerun[@]}"; do
 	[ -x "$bin" ] && run_suite "${bin##*/} (QILIN_URING_DISABLE=all)" "$bin" QILIN_URING_DISABLE=all
 done
+
+# bench/httpd against real clients (skipped, exit 77, when it is not built).
+if [ "$want_httpd" = 1 ]; then
+	run_suite httpd "$here/httpd/robust.sh" QILIN_HTTPD="$build/bench/qilin-httpd"
+	if [ -x "$build/bench/qilin-httpd" ]; then
+		run_suite "httpd (QILIN_URING_DISABLE=all)" "$here/httpd/robust.sh" \
+			QILIN_HTTPD="$build/bench/qilin-httpd" QILIN_URING_DISABLE=all
+	fi
+fi
+
+# qilin-observer against real targets, as root (each case that cannot run
+# here prints SKIP with the reason; a Check-style summary line at the end).
+if [ "$want_observer" = 1 ]; then
+	run_suite observer "$here/observer/run_observer.py" QILIN_BUILD="$build"
+fi
 
 # The installed library, used from outside (not meaningful for a sanitizer
 # build, whose objects need the sanitizer runtime).
