@@ -68,6 +68,11 @@
 #define OBS_AF_INET6 10
 #define OBS_E2BIG 7
 #define OBS_EEXIST 17
+#define OBS_EBUSY 16
+#define OBS_EAGAIN 11
+#define OBS_EHOSTUNREACH 113
+#define OBS_ENOMEM 12
+#define OBS_EINVAL 22
 
 /* ---- knobs, set by user space between __open() and __load() ----------- */
 
@@ -234,6 +239,7 @@ struct trace_event_raw_tcp_retransmit_skb___x {
 	struct trace_entry ent;
 	const void *skbaddr;
 	const void *skaddr;
+	int err; /* 6.12 and later: the event fires for failed attempts too */
 } __attribute__((preserve_access_index));
 
 struct trace_event_raw_tcp_retransmit_synack___x {
@@ -876,26 +882,54 @@ static __always_inline int count_retransmit(const struct sock *sk, __u32 segs)
 	return 0;
 }
 
-static __always_inline int on_retransmit(const struct sock *sk, const struct sk_buff *skb)
+/*
+ * Since 6.12 the event fires at the end of every attempt, with its error, not
+ * only after a successful one. The kernel's TcpRetransSegs counts an attempt
+ * once it got past the checks that give up before sending: the skb still in
+ * the host queue (-EBUSY), the send buffer over its limit (-EAGAIN), no route
+ * (-EHOSTUNREACH), no memory to split or unclone the skb (-ENOMEM), a stale
+ * skb (-EINVAL). Those are left out so the count stays the kernel's; a
+ * failure while sending (say -ENOBUFS) was counted by the kernel, and is here.
+ */
+static __always_inline bool retrans_counted(int err)
+{
+	return err != -OBS_EBUSY && err != -OBS_EAGAIN && err != -OBS_EHOSTUNREACH &&
+	       err != -OBS_ENOMEM && err != -OBS_EINVAL;
+}
+
+static __always_inline int on_retransmit(const struct sock *sk, const struct sk_buff *skb, int err)
 {
 	__u64 key = (__u64)sk;
 
-	if (!bpf_map_lookup_elem(&socks, &key))
+	if (!retrans_counted(err) || !bpf_map_lookup_elem(&socks, &key))
 		return 0;
 	return count_retransmit(sk, skb_segs(skb));
 }
 
-/* tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb[, int err]) */
+/*
+ * tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb[, int err]).
+ * The third argument exists exactly when the classic event has its err field
+ * (same kernel change); on older kernels the constant-false branch is never
+ * explored by the verifier, so ctx[2] is not touched.
+ */
 SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(retransmit_btf, const struct sock *sk, const struct sk_buff *skb)
+int retransmit_btf(__u64 *ctx)
 {
-	return on_retransmit(sk, skb);
+	int err = 0;
+
+	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb___x, err))
+		err = (int)ctx[2];
+	return on_retransmit((const struct sock *)ctx[0], (const struct sk_buff *)ctx[1], err);
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int retransmit_tp(struct trace_event_raw_tcp_retransmit_skb___x *ctx)
 {
-	return on_retransmit(ctx->skaddr, ctx->skbaddr);
+	int err = 0;
+
+	if (bpf_core_field_exists(ctx->err))
+		err = ctx->err;
+	return on_retransmit(ctx->skaddr, ctx->skbaddr, err);
 }
 
 /* tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req):
