@@ -11,7 +11,8 @@
  * What it owns, and from which threads. One struct hw per executor worker,
  * touched only by that worker (its listener, connections, free list, idle
  * sweep), except its counters (written by the worker with relaxed atomic
- * stores, read by /stats on any worker) and its task log (below). Each worker
+ * stores, read by /stats on any worker), its task log and the return stack
+ * of its body pool (below). Each worker
  * has its own SO_REUSEPORT listener with a multishot accept
  * (ql_accept_multi), so the kernel spreads connections and each connection
  * lives on one worker: its multishot recv (ql_recv_multi), its parser, its
@@ -19,23 +20,34 @@
  * no lock.
  *
  * A request's life. A recv result is parsed in place, straight from the
- * provided buffer, by http_parser, which keeps its state between buffers:
- * only what straddles two buffers is copied (URL fragments into the
- * connection, the body of a POST into its body buffer). Each complete
- * request appends its response to the connection's fill buffer; at the end
- * of the recv result the fill buffer goes out in one send, so a pipelined
- * batch costs one send. While a send is in flight responses keep going to
- * the other buffer, which goes next. Connections, their buffers and the
- * stream records come from per-worker free lists: no malloc per request in
- * steady state.
+ * provided buffer (RECV_BUFS x RECV_BUF_SIZE per worker), by http_parser,
+ * which keeps its state between buffers: only what the server needs is
+ * copied (the first PATH_KEEP bytes of the path, for routing; the body of
+ * a POST, into a body block). Each complete request appends its response
+ * to the connection's fill buffer; at the end of the recv result the fill
+ * buffer goes out in one send, so a pipelined batch costs one send. While a
+ * send is in flight responses keep going to a new fill buffer, which goes
+ * next.
+ *
+ * Memory. What a connection holds while idle is its record (a couple of
+ * hundred bytes) and the library's stream record: output buffers come from
+ * a per-worker pool only while there are responses to send and go back when
+ * the send completes, body blocks from a per-worker pool only while a POST
+ * body is read and its task has not run. So memory follows the work in
+ * flight, not the number of connections. Connections, output buffers, body
+ * blocks and stream records come from per-worker free lists: no malloc per
+ * request in steady state.
  *
  * The deferred task. POST /defer-task takes the next record of the worker's
- * task log (a bounded ring of LOG_SIZE records), copies the body into it and
- * spawns a stackless task (ql_spawn: any worker may run it) that hashes the
- * body (FNV-1a, 64 bits) and marks the record done. A record is reused only
- * once its task is done (else 503: the log is full of pending tasks). GET
- * /task/ID may read another worker's log: records are read as a seqlock (tag,
- * hash, tag again), with the tag storing the id and the done bit.
+ * task log (a bounded ring of LOG_SIZE records, as many as the Go peer
+ * keeps), gives it the body block and spawns a stackless task (ql_spawn:
+ * any worker may run it) that hashes the body (FNV-1a, 64 bits), gives the
+ * block back to its worker (a lock-free return stack) and marks the record
+ * done. A record keeps the id, state, hash and length (32 bytes), which is
+ * all GET /task/ID answers from. A record is reused only once its task is
+ * done (else 503: the log is full of pending tasks). GET /task/ID may read
+ * another worker's log: records are read as a seqlock (tag, hash, tag
+ * again), with the tag storing the id and the done bit.
  *
  * Limits: --max-conns (over it, 503 and close at once), 8 KiB of headers and
  * 64 KiB of body (413), 1 KiB of URL (414), malformed requests (400), idle
@@ -74,22 +86,47 @@
 #define MAX_BODY (64u * 1024u)
 #define MAX_URL 1024u
 #define MAX_OUT (4u << 20)	 /* unsent responses per connection */
-#define OUT_INIT 4096u
-#define BUF_KEEP (64u * 1024u)	 /* larger buffers are freed when their connection ends */
-#define LOG_SIZE 32768u		 /* task records per worker, a power of 2 */
-#define BODY_INLINE 184u	 /* body bytes kept inside a record */
+#define OUT_SLOT 2048u		 /* an output buffer from the worker's pool */
+#define OUT_KEEP 1024u		 /* idle output buffers kept per worker */
+#define LOG_SIZE 32768u		 /* task records per worker, a power of 2 (as the Go peer's) */
+#define BODY_SLOT 256u		 /* a pooled body block, header included */
+#define PATH_KEEP 32u		 /* path bytes kept for routing ("/task/" + 19 digits fit) */
+#define RECV_BUFS 1024u		 /* provided buffers per worker (a power of 2) */
+#define RECV_BUF_SIZE 1024u	 /* bytes each: a request over it is parsed in pieces */
 #define SWEEP_MS 500u
 #define FREE_KEEP 4096u		 /* idle connection records kept per worker */
 
 /* ------------------------------------------------------------ state */
 
-/* A task record: tag 0 (empty), id << 1 (queued) or id << 1 | 1 (done). */
+struct hw;
+
+/*
+ * A request body on its way to its task: a block of the creating worker's
+ * body pool (cap == BODY_CAP) or, for a larger body, a block of its own
+ * size (freed by the task). The task gives a pool block back to its home
+ * worker through that worker's return stack (any thread may push).
+ */
+struct body {
+	struct body *next;	 /* pool and return-stack link */
+	struct hw *home;	 /* the worker whose pool it belongs to */
+	uint32_t cap, len;
+	char data[];
+};
+
+#define BODY_CAP ((uint32_t)(BODY_SLOT - offsetof(struct body, data)))
+
+/*
+ * A task record: tag 0 (empty), id << 1 (queued) or id << 1 | 1 (done). The
+ * record keeps what GET /task/ID answers (state and hash) plus the body's
+ * length; the body itself lives only while the task is pending (body is
+ * NULL once it has run), so that a log of LOG_SIZE records costs 32 bytes
+ * a record, not the body's size.
+ */
 struct rec {
 	_Atomic uint64_t tag;
 	_Atomic uint64_t hash;
+	struct body *body;	 /* set by the creator, taken by the task */
 	uint32_t len;
-	char *big;		 /* the body when longer than BODY_INLINE */
-	char body[BODY_INLINE];
 };
 
 /* Counters: written by the worker (relaxed store), read anywhere (relaxed load). */
@@ -98,12 +135,11 @@ struct counters {
 	uint64_t tasks_queued, tasks_done, idle_closed, bytes_in, bytes_out;
 };
 
+/* An output buffer: NULL while the connection has nothing to send (see buf_reserve). */
 struct buf {
 	char *p;
 	size_t len, cap;
 };
-
-struct hw;
 
 struct conn {
 	int fd;
@@ -123,11 +159,13 @@ struct conn {
 	uint8_t want_body;	     /* keep the body (POST /defer-task) */
 	uint8_t in_req;		     /* a request has begun and is not complete */
 	uint32_t req_tick;	     /* sweep tick when it began */
+	uint8_t in_query;	     /* on_url has seen the '?' */
 	uint64_t body_seen;	     /* body bytes of this request */
-	size_t url_len;
-	char url[MAX_URL];
-	struct buf body;
-	struct buf fill, flight;     /* responses being built / being sent */
+	size_t url_len;		     /* bytes of the URL so far (414 past MAX_URL) */
+	size_t path_len;	     /* bytes of its path (before '?'), of which ... */
+	char path[PATH_KEEP];	     /* ... the first PATH_KEEP are kept: enough to route */
+	struct body *body;	     /* the body of POST /defer-task being read, or NULL */
+	struct buf fill, flight;     /* responses being built / being sent (pooled) */
 	size_t sent;		     /* bytes of flight sent */
 };
 
@@ -142,6 +180,11 @@ struct hw {
 	uint32_t tick;		     /* sweeps so far */
 	uint64_t seq;		     /* tasks created here */
 	struct rec *log;	     /* LOG_SIZE records */
+	char *out_pool;		     /* idle OUT_SLOT buffers, linked through their first bytes */
+	unsigned nout;
+	struct body *body_pool;	     /* idle body blocks of this worker */
+	/* Blocks given back by tasks on any worker (Treiber stack; popped whole). */
+	_Atomic(struct body *) body_ret;
 	char date[64];		     /* "Date: ...\r\n", refreshed by the sweep */
 	size_t date_len;
 	int stopping;
@@ -169,8 +212,18 @@ static void conn_flush(struct conn *c);
 
 /* ------------------------------------------------------------ buffers */
 
-/* Make room for n more bytes; 0 or -ENOMEM (or -E2BIG past limit). */
-static int buf_reserve(struct buf *b, size_t n, size_t limit)
+/*
+ * Output buffers. A connection holds one only while it has responses to
+ * send: respond() takes an OUT_SLOT buffer from the worker's pool when the
+ * connection has none, the send takes it over (fill becomes flight), and it
+ * goes back to the pool when the send completes. So the memory is
+ * proportional to the sends in flight, not to the open connections. A batch
+ * of responses larger than OUT_SLOT grows its buffer with realloc; such a
+ * buffer is freed, not pooled, when it comes back.
+ */
+
+/* Make room for n more bytes in b; 0, -E2BIG past limit, or -ENOMEM. Worker h only. */
+static int buf_reserve(struct hw *h, struct buf *b, size_t n, size_t limit)
 {
 	size_t need = b->len + n, cap;
 	char *p;
@@ -179,7 +232,21 @@ static int buf_reserve(struct buf *b, size_t n, size_t limit)
 		return 0;
 	if (need > limit)
 		return -E2BIG;
-	cap = b->cap ? b->cap : OUT_INIT;
+	if (!b->p && need <= OUT_SLOT) {
+		p = h->out_pool;
+		if (p) {
+			memcpy(&h->out_pool, p, sizeof(char *));
+			h->nout--;
+		} else {
+			p = malloc(OUT_SLOT);
+			if (!p)
+				return -ENOMEM;
+		}
+		b->p = p;
+		b->cap = OUT_SLOT;
+		return 0;
+	}
+	cap = b->cap ? b->cap : OUT_SLOT;
 	while (cap < need)
 		cap *= 2;
 	p = realloc(b->p, cap);
@@ -190,21 +257,112 @@ static int buf_reserve(struct buf *b, size_t n, size_t limit)
 	return 0;
 }
 
-static void buf_drop_if_big(struct buf *b)
+/* Give b's memory back (to worker h's pool if it is a pool slot); b is then empty. */
+static void buf_release(struct hw *h, struct buf *b)
 {
-	if (b->cap > BUF_KEEP) {
+	if (b->p && b->cap == OUT_SLOT && h->nout < OUT_KEEP) {
+		memcpy(b->p, &h->out_pool, sizeof(char *));
+		h->out_pool = b->p;
+		h->nout++;
+	} else {
 		free(b->p);
-		b->p = NULL;
-		b->cap = 0;
 	}
-	b->len = 0;
-}
-
-static void buf_free(struct buf *b)
-{
-	free(b->p);
 	b->p = NULL;
 	b->cap = b->len = 0;
+}
+
+/*
+ * Body blocks. The worker reading a POST /defer-task takes a block from its
+ * pool (body_get) and hands it to the task with the record; the task, on
+ * whatever worker runs it, pushes a pool block onto its home's return stack
+ * (body_put_remote) and frees a larger one. The home takes the whole return
+ * stack back when its own pool is empty. The pool grows to the peak number
+ * of pending tasks and stays there (freed at exit).
+ */
+
+/* A block for a body of up to want bytes (at least BODY_CAP); NULL: no memory. Worker h. */
+static struct body *body_get(struct hw *h, size_t want)
+{
+	struct body *b = NULL;
+
+	if (want <= BODY_CAP) {
+		b = h->body_pool;
+		if (!b) {
+			/* Acquire: the pushers' writes of the blocks' links come before. */
+			b = atomic_exchange_explicit(&h->body_ret, NULL, memory_order_acquire);
+			h->body_pool = b;
+		}
+		if (b) {
+			h->body_pool = b->next;
+			b->len = 0;
+			return b;
+		}
+		want = BODY_CAP;
+	}
+	b = malloc(offsetof(struct body, data) + want);
+	if (!b)
+		return NULL;
+	b->home = h;
+	b->cap = (uint32_t)want;
+	b->len = 0;
+	return b;
+}
+
+/* Back to its own worker's pool, from that worker. NULL is a no-op. */
+static void body_put(struct body *b)
+{
+	if (!b)
+		return;
+	if (b->cap != BODY_CAP) {
+		free(b);
+		return;
+	}
+	b->next = b->home->body_pool;
+	b->home->body_pool = b;
+}
+
+/* Back to its home's return stack, from any thread (the task). NULL is a no-op. */
+static void body_put_remote(struct body *b)
+{
+	struct hw *h;
+	struct body *top;
+
+	if (!b)
+		return;
+	if (b->cap != BODY_CAP) {
+		free(b);
+		return;
+	}
+	h = b->home;
+	top = atomic_load_explicit(&h->body_ret, memory_order_relaxed);
+	do
+		b->next = top;
+	/* Release: the home, which takes the stack with acquire, sees b->next. */
+	while (!atomic_compare_exchange_weak_explicit(&h->body_ret, &top, b, memory_order_release,
+						      memory_order_relaxed));
+}
+
+/* Grow c's body block to hold n more bytes (up to MAX_BODY); 0 or -ENOMEM / -E2BIG. */
+static int body_reserve(struct body **bp, size_t n)
+{
+	struct body *b = *bp, *nb;
+	size_t need = (size_t)b->len + n, cap = b->cap;
+
+	if (need <= cap)
+		return 0;
+	if (need > MAX_BODY)
+		return -E2BIG;
+	while (cap < need)
+		cap *= 2;
+	if (cap > MAX_BODY)
+		cap = MAX_BODY;
+	/* A pool block becomes a block of its own: it is freed, not pooled, later. */
+	nb = realloc(b, offsetof(struct body, data) + cap);
+	if (!nb)
+		return -ENOMEM;
+	nb->cap = (uint32_t)cap;
+	*bp = nb;
+	return 0;
 }
 
 /* Decimal digits of v at p (no NUL); returns the length. */
@@ -254,7 +412,7 @@ static void respond(struct conn *c, int status, const char *ctype, const char *e
 
 	if (c->dead)
 		return;
-	if (buf_reserve(&c->fill, max, MAX_OUT) < 0) {
+	if (buf_reserve(h, &c->fill, max, MAX_OUT) < 0) {
 		c->dead = 1;
 		c->closing = 1;
 		return;
@@ -335,11 +493,13 @@ static void task_run(void *arg)
 	struct rec *r = arg;
 	/* Relaxed: the creator's writes happen before ql_spawn, which ran us. */
 	uint64_t tag = atomic_load_explicit(&r->tag, memory_order_relaxed);
-	uint64_t h = fnv1a(r->big ? r->big : r->body, r->len);
+	struct body *b = r->body;
+	uint64_t h = fnv1a(b ? b->data : "", r->len);
 	int w = ql_worker_id();
 
-	free(r->big);
-	r->big = NULL;
+	/* The body is hashed: its block goes back now, the record keeps the hash. */
+	r->body = NULL;
+	body_put_remote(b);
 	atomic_store_explicit(&r->hash, h, memory_order_relaxed);
 	/* Release: a reader (or the creator reusing the slot) that sees done sees the hash. */
 	atomic_store_explicit(&r->tag, tag | 1, memory_order_release);
@@ -368,26 +528,17 @@ static void handle_defer(struct conn *c)
 	 */
 	atomic_store_explicit(&r->tag, id << 1, memory_order_relaxed);
 	atomic_store_explicit(&r->hash, 0, memory_order_release);
-	r->len = (uint32_t)c->body.len;
-	r->big = NULL;
-	if (c->body.len <= BODY_INLINE) {
-		memcpy(r->body, c->body.p, c->body.len);
-	} else {
-		r->big = malloc(c->body.len);
-		if (!r->big) {
-			atomic_store_explicit(&r->tag, 0, memory_order_release);
-			respond_json(c, 503, "{\"error\":\"out of memory\"}", 25);
-			return;
-		}
-		memcpy(r->big, c->body.p, c->body.len);
-	}
+	/* The body block goes with the record (NULL for an empty body). */
+	r->len = c->body ? c->body->len : 0;
+	r->body = c->body;
 	if (ql_spawn(g_ex, task_run, r) < 0) {
-		free(r->big);
-		r->big = NULL;
+		/* The connection keeps the block for its next request. */
+		r->body = NULL;
 		atomic_store_explicit(&r->tag, 0, memory_order_release);
 		respond_json(c, 503, "{\"error\":\"cannot spawn\"}", 24);
 		return;
 	}
+	c->body = NULL;
 	h->seq++;
 	CNT_ADD(h, tasks_queued, 1);
 	memcpy(out, "{\"id\":", 6);
@@ -504,7 +655,10 @@ static int on_message_begin(http_parser *p)
 	struct conn *c = p->data;
 
 	c->url_len = 0;
-	c->body.len = 0;
+	c->path_len = 0;
+	c->in_query = 0;
+	if (c->body)
+		c->body->len = 0;
 	c->body_seen = 0;
 	c->route = R_NONE;
 	c->want_body = 0;
@@ -521,22 +675,27 @@ static int on_url(http_parser *p, const char *at, size_t len)
 		c->err = 414;
 		return -1;
 	}
-	memcpy(c->url + c->url_len, at, len);
 	c->url_len += len;
+	/*
+	 * The URL may come in pieces. Only its path matters (a query is
+	 * ignored), and only its first PATH_KEEP bytes: every route is shorter,
+	 * and a longer path is told by path_len.
+	 */
+	for (size_t i = 0; i < len && !c->in_query; i++) {
+		if (at[i] == '?') {
+			c->in_query = 1;
+			break;
+		}
+		if (c->path_len < PATH_KEEP)
+			c->path[c->path_len] = at[i];
+		c->path_len++;
+	}
 	return 0;
 }
 
 static int path_is(const struct conn *c, const char *path, size_t plen)
 {
-	size_t n = c->url_len;
-
-	/* The path ends at '?' (a query is ignored). */
-	for (size_t i = 0; i < c->url_len; i++)
-		if (c->url[i] == '?') {
-			n = i;
-			break;
-		}
-	return n == plen && memcmp(c->url, path, plen) == 0;
+	return c->path_len == plen && memcmp(c->path, path, plen) == 0;
 }
 
 static int on_headers_complete(http_parser *p)
@@ -552,7 +711,22 @@ static int on_headers_complete(http_parser *p)
 	if (path_is(c, "/defer-task", 11)) {
 		c->route = p->method == HTTP_POST ? R_DEFER : R_METHOD;
 		c->want_body = c->route == R_DEFER;
-	} else if (c->url_len > 6 && memcmp(c->url, "/task/", 6) == 0) {
+		if (c->want_body) {
+			/* A block for the body: the pool's, or one of the announced size. */
+			size_t want = p->content_length != UINT64_MAX ? p->content_length : 0;
+
+			if (c->body && c->body->cap < want) {
+				body_put(c->body);
+				c->body = NULL;
+			}
+			if (!c->body)
+				c->body = body_get(c->hw, want);
+			if (!c->body) {
+				c->err = 503;
+				return -1;
+			}
+		}
+	} else if (c->url_len > 6 && c->path_len >= 6 && memcmp(c->path, "/task/", 6) == 0) {
 		c->route = get ? R_TASK : R_METHOD;
 	} else if (path_is(c, "/healthz", 8)) {
 		c->route = get ? R_HEALTH : R_METHOD;
@@ -575,12 +749,14 @@ static int on_body(http_parser *p, const char *at, size_t len)
 	}
 	if (!c->want_body)
 		return 0;
-	if (buf_reserve(&c->body, len, MAX_BODY) < 0) {
-		c->err = 413;
+	int err = body_reserve(&c->body, len);
+
+	if (err < 0) {
+		c->err = err == -ENOMEM ? 503 : 413;
 		return -1;
 	}
-	memcpy(c->body.p + c->body.len, at, len);
-	c->body.len += len;
+	memcpy(c->body->data + c->body->len, at, len);
+	c->body->len += (uint32_t)len;
 	return 0;
 }
 
@@ -597,17 +773,10 @@ static int on_message_complete(http_parser *p)
 	case R_DEFER:
 		handle_defer(c);
 		break;
-	case R_TASK: {
-		size_t n = c->url_len;
-
-		for (size_t i = 6; i < c->url_len; i++)
-			if (c->url[i] == '?') {
-				n = i;
-				break;
-			}
-		handle_task(c, c->url + 6, n - 6);
+	case R_TASK:
+		/* An id longer than what the path keeps is longer than any id: 404. */
+		handle_task(c, c->path + 6, c->path_len - 6);
 		break;
-	}
 	case R_HEALTH:
 		respond(c, 200, "text/plain", NULL, "ok\n", 3);
 		break;
@@ -693,24 +862,18 @@ static void conn_maybe_free(struct conn *c)
 		return;
 	close(c->fd);
 	lru_unlink(h, c);
-	buf_drop_if_big(&c->fill);
-	buf_drop_if_big(&c->flight);
-	buf_drop_if_big(&c->body);
+	/* An idle record holds no buffer: they go back to the worker's pools. */
+	buf_release(h, &c->fill);
+	buf_release(h, &c->flight);
+	body_put(c->body);
+	c->body = NULL;
 	CNT_ADD(h, open, -1);
 	atomic_fetch_sub_explicit(&g_conns, 1, memory_order_relaxed);
 	if (h->nfree >= FREE_KEEP) {
-		buf_free(&c->fill);
-		buf_free(&c->flight);
-		buf_free(&c->body);
 		free(c);
 		return;
 	}
-	struct buf fill = c->fill, flight = c->flight, body = c->body;
-
 	memset(c, 0, sizeof(*c));
-	c->fill = fill;
-	c->flight = flight;
-	c->body = body;
 	c->next = h->free;
 	h->free = c;
 	h->nfree++;
@@ -745,8 +908,8 @@ static void on_sent(void *arg, ssize_t res)
 	if (res <= 0) {
 		c->dead = 1;
 		c->closing = 1;
-		c->fill.len = 0;
-		c->flight.len = 0;
+		buf_release(c->hw, &c->fill);
+		buf_release(c->hw, &c->flight);
 		conn_stop_reading(c);
 		conn_maybe_free(c);
 		return;
@@ -762,7 +925,8 @@ static void on_sent(void *arg, ssize_t res)
 		}
 		c->dead = 1;
 	}
-	c->flight.len = 0;
+	/* All sent (or given up): the buffer goes back to the pool. */
+	buf_release(c->hw, &c->flight);
 	c->sent = 0;
 	if (c->dead) {
 		conn_stop_reading(c);
@@ -780,8 +944,6 @@ static void on_sent(void *arg, ssize_t res)
 /* Send what the fill buffer holds (one send), unless a send is in flight. */
 static void conn_flush(struct conn *c)
 {
-	struct buf tmp;
-
 	if (c->sending || c->dead)
 		return;
 	if (!c->fill.len) {
@@ -789,14 +951,14 @@ static void conn_flush(struct conn *c)
 			conn_finish(c);
 		return;
 	}
-	tmp = c->flight;
+	/* No send in flight, so flight is empty: the fill buffer becomes it. */
+	buf_release(c->hw, &c->flight);
 	c->flight = c->fill;
-	c->fill = tmp;
-	c->fill.len = 0;
+	c->fill = (struct buf){ 0 };
 	c->sent = 0;
 	if (ql_send_cb(c->fd, c->flight.p, c->flight.len, MSG_NOSIGNAL, on_sent, c) < 0) {
 		c->dead = 1;
-		c->flight.len = 0;
+		buf_release(c->hw, &c->flight);
 		conn_stop_reading(c);
 		conn_maybe_free(c);
 		return;
@@ -981,8 +1143,19 @@ static void sweep(void *arg, ssize_t res)
 static void worker_start(void *arg)
 {
 	struct hw *h = arg;
+	int err;
 
 	date_refresh(h);
+	/*
+	 * Small provided buffers: a request is a few hundred bytes, and one
+	 * that straddles buffers is parsed in pieces anyway. Before the
+	 * worker's first ql_recv_multi, which creates the group.
+	 */
+	err = ql_stream_buffers(RECV_BUFS, RECV_BUF_SIZE);
+	if (err < 0)
+		fprintf(stderr,
+			"qilin-httpd: worker %u: provided buffers %ux%u: %s (default kept)\n",
+			h->id, RECV_BUFS, RECV_BUF_SIZE, strerror(-err));
 	if (ql_accept_multi(h->lfd, on_accept, h, &h->acc) == 0)
 		h->acc_live = 1;
 	else
@@ -1264,14 +1437,28 @@ out:
 			struct conn *c = h->free;
 
 			h->free = c->next;
-			buf_free(&c->fill);
-			buf_free(&c->flight);
-			buf_free(&c->body);
 			free(c);
 		}
-		/* Bodies of tasks dropped by the shutdown (never run). */
+		while (h->out_pool) {
+			char *p = h->out_pool;
+
+			memcpy(&h->out_pool, p, sizeof(char *));
+			free(p);
+		}
+		/* Bodies of tasks dropped by the shutdown (never run), then the pools. */
 		for (unsigned k = 0; h->log && k < LOG_SIZE; k++)
-			free(h->log[k].big);
+			free(h->log[k].body);
+		for (int pass = 0; pass < 2; pass++) {
+			struct body *b = pass ? atomic_exchange(&h->body_ret, NULL) : h->body_pool;
+
+			while (b) {
+				struct body *next = b->next;
+
+				free(b);
+				b = next;
+			}
+		}
+		h->body_pool = NULL;
 		free(h->log);
 	}
 	free(g_hw);
