@@ -36,9 +36,7 @@
 
 #include <qilin.h>
 
-#define SUB_BITS 7
-#define SUB (1u << SUB_BITS)
-#define NBUCKETS ((64 - SUB_BITS) * SUB + SUB)
+#include "lat_hist.h"
 
 struct worker_ctx;
 
@@ -55,7 +53,7 @@ struct worker_ctx {
 	struct slot *slots;
 	unsigned nslots;
 	uint64_t reads, errors;
-	uint64_t hist[NBUCKETS];
+	uint64_t hist[LAT_NBUCKETS];
 };
 
 static int file_fd = -1;
@@ -63,44 +61,6 @@ static uint64_t file_blocks; /* file size / bs */
 static size_t bs = 4096;
 static uint64_t window_start, window_end;
 static atomic_uint live; /* reads in flight, over all workers */
-
-static unsigned bucket_of(uint64_t v)
-{
-	unsigned msb;
-
-	if (v < SUB)
-		return (unsigned)v;
-	msb = 63u - (unsigned)__builtin_clzll(v);
-	return ((msb - SUB_BITS + 1) << SUB_BITS) + (unsigned)((v >> (msb - SUB_BITS)) & (SUB - 1));
-}
-
-static uint64_t bucket_top(unsigned b)
-{
-	unsigned msb;
-
-	if (b < SUB)
-		return b;
-	msb = (b >> SUB_BITS) + SUB_BITS - 1;
-	return ((uint64_t)(SUB + (b & (SUB - 1))) << (msb - SUB_BITS)) +
-	       ((1ull << (msb - SUB_BITS)) - 1);
-}
-
-static double quantile_us(const uint64_t *hist, uint64_t total, double q)
-{
-	uint64_t want = (uint64_t)(q * (double)total + 0.5), seen = 0;
-	unsigned b;
-
-	if (!total)
-		return 0;
-	if (want < 1)
-		want = 1;
-	for (b = 0; b < NBUCKETS; b++) {
-		seen += hist[b];
-		if (seen >= want)
-			return (double)bucket_top(b) / 1000.0;
-	}
-	return 0;
-}
 
 /* xorshift64*: a per-slot stream of offsets. */
 static uint64_t next_rand(uint64_t *s)
@@ -141,7 +101,7 @@ static void on_read(void *arg, ssize_t res)
 				res < 0 ? strerror((int)-res) : "short read");
 	} else if (s->t0 >= window_start && t <= window_end) {
 		s->w->reads++;
-		s->w->hist[bucket_of(t - s->t0)]++;
+		s->w->hist[lat_bucket_of(t - s->t0)]++;
 	}
 	if (t < window_end && res == (ssize_t)bs) {
 		issue(s);
@@ -236,7 +196,7 @@ int main(int argc, char **argv)
 	file_blocks = (uint64_t)st.st_size / bs;
 
 	ws = calloc(workers, sizeof(*ws));
-	hist = calloc(NBUCKETS, sizeof(*hist));
+	hist = calloc(LAT_NBUCKETS, sizeof(*hist));
 	if (!ws || !hist)
 		goto oom;
 	for (i = 0; i < workers; i++) {
@@ -285,18 +245,18 @@ int main(int argc, char **argv)
 	for (i = 0; i < workers; i++) {
 		reads += ws[i].reads;
 		errors += ws[i].errors;
-		for (b = 0; b < NBUCKETS; b++)
+		for (b = 0; b < LAT_NBUCKETS; b++)
 			hist[b] += ws[i].hist[b];
 	}
-	for (b = 0; b < NBUCKETS; b++)
+	for (b = 0; b < LAT_NBUCKETS; b++)
 		total += hist[b];
 	span = (double)(window_end - window_start) / NSEC_PER_SEC;
 	printf("{\"iops\":%.1f,\"mib_per_s\":%.2f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
 	       "\"p999_us\":%.1f,\"reads\":%" PRIu64 ",\"secs\":%.3f,\"depth\":%" PRIu64
 	       ",\"bs\":%zu,\"workers\":%" PRIu64 ",\"direct\":%d,\"errors\":%" PRIu64 "}\n",
 	       (double)reads / span, (double)reads * (double)bs / span / 1048576.0,
-	       quantile_us(hist, total, 0.5), quantile_us(hist, total, 0.99),
-	       quantile_us(hist, total, 0.999), reads, span, depth, bs, workers, direct, errors);
+	       lat_quantile_us(hist, total, 0.5), lat_quantile_us(hist, total, 0.99),
+	       lat_quantile_us(hist, total, 0.999), reads, span, depth, bs, workers, direct, errors);
 	rc = errors || !reads;
 	goto out;
 oom:

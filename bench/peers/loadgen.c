@@ -50,10 +50,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../lat_hist.h"
+
 #define PROG "loadgen"
-#define SUB_BITS 7
-#define SUB (1u << SUB_BITS)
-#define NBUCKETS ((64 - SUB_BITS) * SUB + SUB)
 
 struct conn {
 	int fd;
@@ -74,7 +73,7 @@ struct worker {
 	int ep;
 	uint64_t msgs; /* round trips completed in the window */
 	uint64_t errors;
-	uint64_t *hist; /* NBUCKETS latency counts (ns, log-linear) */
+	uint64_t *hist; /* LAT_NBUCKETS latency counts (ns, log-linear) */
 };
 
 static struct sockaddr_in target;
@@ -88,47 +87,6 @@ static uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Histogram bucket of v: exact below SUB, then SUB sub-buckets per power of two. */
-static unsigned bucket_of(uint64_t v)
-{
-	unsigned msb;
-
-	if (v < SUB)
-		return (unsigned)v;
-	msb = 63u - (unsigned)__builtin_clzll(v);
-	return ((msb - SUB_BITS + 1) << SUB_BITS) + (unsigned)((v >> (msb - SUB_BITS)) & (SUB - 1));
-}
-
-/* The upper bound of bucket b (the inverse of bucket_of, rounding up). */
-static uint64_t bucket_top(unsigned b)
-{
-	unsigned msb;
-
-	if (b < SUB)
-		return b;
-	msb = (b >> SUB_BITS) + SUB_BITS - 1;
-	return ((uint64_t)(SUB + (b & (SUB - 1))) << (msb - SUB_BITS)) +
-	       ((1ull << (msb - SUB_BITS)) - 1);
-}
-
-/* The q-quantile (0..1) of hist in microseconds. */
-static double quantile_us(const uint64_t *hist, uint64_t total, double q)
-{
-	uint64_t want = (uint64_t)(q * (double)total + 0.5), seen = 0;
-	unsigned b;
-
-	if (!total)
-		return 0;
-	if (want < 1)
-		want = 1;
-	for (b = 0; b < NBUCKETS; b++) {
-		seen += hist[b];
-		if (seen >= want)
-			return (double)bucket_top(b) / 1000.0;
-	}
-	return 0;
 }
 
 /* Fill the message of c for its next round trip: its id and counter, then a pattern. */
@@ -212,7 +170,7 @@ static void conn_recv(struct worker *w, struct conn *c)
 		if (atomic_load_explicit(&phase, memory_order_relaxed) == 1 &&
 		    c->t0 >= window_start && t <= window_end) {
 			w->msgs++;
-			w->hist[bucket_of(t - c->t0)]++;
+			w->hist[lat_bucket_of(t - c->t0)]++;
 		}
 		next_message(c);
 		/*
@@ -374,7 +332,7 @@ int main(int argc, char **argv)
 	}
 
 	ws = calloc((size_t)nthreads, sizeof(*ws));
-	hist = calloc(NBUCKETS, sizeof(*hist));
+	hist = calloc(LAT_NBUCKETS, sizeof(*hist));
 	if (!ws || !hist)
 		goto oom;
 	for (i = 0; i < nthreads; i++) {
@@ -385,7 +343,7 @@ int main(int argc, char **argv)
 		w->ep = -1;
 		w->nconns = (unsigned)(nconns / nthreads + (i < nconns % nthreads));
 		w->conns = calloc(w->nconns, sizeof(*w->conns));
-		w->hist = calloc(NBUCKETS, sizeof(*w->hist));
+		w->hist = calloc(LAT_NBUCKETS, sizeof(*w->hist));
 		if (!w->conns || !w->hist)
 			goto oom;
 		for (k = 0; k < w->nconns; k++) {
@@ -443,30 +401,30 @@ join:
 	for (i = 0; i < nthreads; i++) {
 		msgs += ws[i].msgs;
 		errors += ws[i].errors;
-		for (b = 0; b < NBUCKETS; b++)
+		for (b = 0; b < LAT_NBUCKETS; b++)
 			hist[b] += ws[i].hist[b];
 	}
-	for (b = 0; b < NBUCKETS; b++)
+	for (b = 0; b < LAT_NBUCKETS; b++)
 		total += hist[b];
 	span = (double)(window_end - window_start) / 1e9;
 	{
 		unsigned top = 0;
 
-		for (b = 0; b < NBUCKETS; b++)
+		for (b = 0; b < LAT_NBUCKETS; b++)
 			if (hist[b])
 				top = b;
 		printf("{\"msgs_per_s\":%.1f,\"msgs\":%" PRIu64 ",\"secs\":%.3f,\"p50_us\":%.1f,"
 		       "\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,\"conns\":%ld,"
 		       "\"size\":%zu,\"threads\":%ld,\"errors\":%" PRIu64 "}\n",
-		       (double)msgs / span, msgs, span, quantile_us(hist, total, 0.50),
-		       quantile_us(hist, total, 0.99), quantile_us(hist, total, 0.999),
-		       total ? (double)bucket_top(top) / 1000.0 : 0.0, nconns, msg_size, nthreads,
+		       (double)msgs / span, msgs, span, lat_quantile_us(hist, total, 0.50),
+		       lat_quantile_us(hist, total, 0.99), lat_quantile_us(hist, total, 0.999),
+		       total ? (double)lat_bucket_top(top) / 1000.0 : 0.0, nconns, msg_size, nthreads,
 		       errors);
 		fprintf(stderr,
 			PROG ": %ld conns x %zu B: %.0f msgs/s, p50 %.1f us, p99 %.1f us, "
 			     "%" PRIu64 " errors\n",
-			nconns, msg_size, (double)msgs / span, quantile_us(hist, total, 0.50),
-			quantile_us(hist, total, 0.99), errors);
+			nconns, msg_size, (double)msgs / span, lat_quantile_us(hist, total, 0.50),
+			lat_quantile_us(hist, total, 0.99), errors);
 	}
 	rc = errors || !msgs ? 1 : 0;
 	if (!msgs)
