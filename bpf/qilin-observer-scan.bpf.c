@@ -41,10 +41,10 @@ const volatile __u64 target_cgid = 0;
 
 /* The main object's map (reused fd); same definition. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, OBS_MAX_SOCKS);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct obs_sock);
 } socks SEC(".maps");
 
 struct {
@@ -63,6 +63,7 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct socket *sock;
+	struct obs_sock v = {};
 	struct sock *sk;
 	__u16 family;
 	__u32 tgid;
@@ -86,7 +87,10 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	    BPF_CORE_READ(sk, __sk_common.skc_state) == OBS_TCP_CLOSE)
 		return 0;
 	key = (__u64)sk;
-	if (bpf_map_update_elem(&socks, &key, &tgid, BPF_NOEXIST) == 0)
+	/* Counted from here on: what it retransmitted before attach is not. */
+	v.tgid = tgid;
+	v.retrans = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
+	if (bpf_map_update_elem(&socks, &key, &v, BPF_NOEXIST) == 0)
 		__sync_fetch_and_add(&scanned, 1);
 	/* A listener: its new connections are the target's (see the main
 	 * object's on_set_state). */

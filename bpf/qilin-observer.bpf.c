@@ -21,7 +21,12 @@
  *     target's own connect and listen, and from new connections on the
  *     target's listeners (see on_set_state), and emptied only when a socket
  *     reaches TCP_CLOSE. A socket the target closed still retransmits its
- *     FIN in FIN_WAIT1 and still counts.
+ *     FIN in FIN_WAIT1 and still counts. What is counted is the socket's own
+ *     count of retransmitted segments (tcp_sock.total_retrans, which the
+ *     kernel adds to TcpRetransSegs in the same statement): each event adds
+ *     what it grew by since it was last read, so an event that never reached
+ *     this program (it happens: see count_socket) is made up at the socket's
+ *     next event or state change, at the latest at TCP_CLOSE.
  *
  * Queue depth. inflight of a ring is a counter: +1 per request submitted
  * (io_uring_submit_req / io_uring_req_failed), -1 per final CQE (no
@@ -68,11 +73,6 @@
 #define OBS_AF_INET6 10
 #define OBS_E2BIG 7
 #define OBS_EEXIST 17
-#define OBS_EBUSY 16
-#define OBS_EAGAIN 11
-#define OBS_EHOSTUNREACH 113
-#define OBS_ENOMEM 12
-#define OBS_EINVAL 22
 
 /* ---- knobs, set by user space between __open() and __load() ----------- */
 
@@ -162,11 +162,14 @@ struct {
 	__type(value, struct obs_hist);
 } sched_delay SEC(".maps");
 
+/* The target's TCP sockets. A plain hash: an entry leaves only at TCP_CLOSE,
+ * and a full map is counted (OBS_SOCKS_LOST) rather than making room by
+ * evicting a live socket, as an LRU map would, silently. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, OBS_MAX_SOCKS);
 	__type(key, __u64);
-	__type(value, __u32); /* tgid that owned it when first seen */
+	__type(value, struct obs_sock);
 } socks SEC(".maps");
 
 struct {
@@ -237,9 +240,7 @@ struct trace_event_raw_io_uring_queue_async_work___x {
 
 struct trace_event_raw_tcp_retransmit_skb___x {
 	struct trace_entry ent;
-	const void *skbaddr;
 	const void *skaddr;
-	int err; /* 6.12 and later: the event fires for failed attempts too */
 } __attribute__((preserve_access_index));
 
 struct trace_event_raw_tcp_retransmit_synack___x {
@@ -747,16 +748,114 @@ int BPF_PROG(enter_btf, struct pt_regs *regs, long id)
 	return 0;
 }
 
+/* ---- retransmits ------------------------------------------------------------- */
+
+/* tcp_sock.total_retrans of a TCP socket (a listener's is 0). */
+static __always_inline __u32 sock_retrans(const struct sock *sk)
+{
+	return BPF_CORE_READ((const struct tcp_sock *)sk, total_retrans);
+}
+
+/* Count segs retransmitted segments on the connection sk describes, in the
+ * socket state `state` they were sent in. */
+static __always_inline void count_retransmit(const struct sock *sk, __u32 segs, __u8 state)
+{
+	struct obs_ep_key k = {};
+	struct obs_ep *ep, zero = {};
+
+	count_n(OBS_RETRANS, segs);
+	k.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	k.lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k.rport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (k.family == OBS_AF_INET6) {
+		BPF_CORE_READ_INTO(&k.laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&k.raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)k.laddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)k.raddr, sk, __sk_common.skc_daddr);
+	}
+	k.state = state;
+	ep = bpf_map_lookup_elem(&endpoints, &k);
+	if (!ep) {
+		bpf_map_update_elem(&endpoints, &k, &zero, BPF_NOEXIST);
+		ep = bpf_map_lookup_elem(&endpoints, &k);
+		if (!ep) {
+			count_n(OBS_ENDPOINTS_LOST, segs);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&ep->count, segs);
+}
+
+/*
+ * Count what the target's socket sk (its entry e in `socks`) retransmitted
+ * since it was last looked at, in state `state`: the growth of its own
+ * total_retrans. Called at each tcp_retransmit_skb event (late is 0; what
+ * is found may include an earlier retransmit whose event was lost) and at
+ * each state change (late is 1: anything found there is a retransmit whose
+ * event did not reach this program; its state is the one being left, since
+ * every change of state is a look).
+ *
+ * Why not just count the events: an event can fail to reach this program.
+ * Seen on 6.18 about once in 10000 events, with other observers and
+ * tracefs instances coming and going: a tracefs instance recorded a
+ * tcp_retransmit_skb (err=0, counted in TcpRetransSegs) that the program
+ * was never run for (a debug log written first thing in it had every
+ * other event of the socket; in one case two observers missed the same
+ * event), with the program's recursion_misses still 0, in a softirq that
+ * ran on top of an unrelated task. Counting the socket's own count makes
+ * such a loss cost only a delay. Also, since 6.12 the event fires for failed
+ * attempts too, and whether the kernel counted one depends on where it
+ * failed; total_retrans moves exactly when TcpRetransSegs does, so no list
+ * of errors is needed.
+ *
+ * Events and state changes of one socket run under its lock, so the
+ * read-compare-store of e->retrans does not race with itself.
+ */
+static __always_inline void count_socket(const struct sock *sk, struct obs_sock *e, __u8 state,
+					 int late)
+{
+	__u32 now = sock_retrans(sk);
+	__s32 segs;
+
+	/* First look at a socket born of a listener: its count now holds the
+	 * SYN-ACK retransmits of its request, counted on the listener, except
+	 * for a TCP Fast Open child (a full socket from the SYN on, which
+	 * starts from 0 like a connect and is counted like one), recognised
+	 * by its fastopen_rsk while it is in SYN_RECV. A Fast Open child first
+	 * looked at on its way to ESTABLISHED (fastopen_rsk already cleared)
+	 * with a retransmit whose event was lost has that retransmit missed. */
+	if (e->flags & OBS_SOCK_FRESH) {
+		e->flags = 0;
+		if (!BPF_CORE_READ((const struct tcp_sock *)sk, fastopen_rsk))
+			e->retrans = now;
+	}
+	segs = (__s32)(now - e->retrans);
+	e->retrans = now;
+	if (segs <= 0) /* a failed attempt, or a counter reset (tcp_disconnect) */
+		return;
+	if (late)
+		count_n(OBS_RETRANS_LATE, segs);
+	count_retransmit(sk, segs, state);
+}
+
 /* ---- the target's sockets ---------------------------------------------------- */
 
-static __always_inline void sock_note(__u64 sk)
+/* Follow sk from now on: what it retransmitted before is not counted (an
+ * accepted socket's SYN-ACK retransmits were, on its listener: flags
+ * OBS_SOCK_FRESH, see count_socket). */
+static __always_inline void sock_note(const struct sock *sk, __u32 flags)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct obs_sock v = {};
+	__u64 key = (__u64)sk;
 	long err;
 
-	if (!sk || bpf_map_lookup_elem(&socks, &sk))
+	if (!sk || bpf_map_lookup_elem(&socks, &key))
 		return;
-	err = bpf_map_update_elem(&socks, &sk, &tgid, BPF_NOEXIST);
+	v.tgid = bpf_get_current_pid_tgid() >> 32;
+	v.retrans = sock_retrans(sk);
+	v.flags = flags;
+	err = bpf_map_update_elem(&socks, &key, &v, BPF_NOEXIST);
 	if (!err)
 		count_n(OBS_SOCKS_SEEN, 1);
 	else if (err == -OBS_E2BIG)
@@ -787,8 +886,15 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 {
 	struct obs_listen_key lk = {};
 	__u64 key = (__u64)sk;
+	struct obs_sock *e;
 	__u32 tgid;
 
+	/* A socket followed: count what it retransmitted since the last
+	 * look (normally nothing) before it leaves the state it was sent in,
+	 * and before it leaves the map at TCP_CLOSE. */
+	e = bpf_map_lookup_elem(&socks, &key);
+	if (e)
+		count_socket(sk, e, (__u8)oldstate, 1);
 	switch (newstate) {
 	case OBS_TCP_CLOSE:
 		bpf_map_delete_elem(&socks, &key);
@@ -799,12 +905,12 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 		break;
 	case OBS_TCP_SYN_SENT:
 		if (is_target())
-			sock_note(key);
+			sock_note(sk, 0);
 		break;
 	case OBS_TCP_LISTEN:
 		if (!is_target())
 			break;
-		sock_note(key);
+		sock_note(sk, 0);
 		listen_key(sk, &lk);
 		tgid = bpf_get_current_pid_tgid() >> 32;
 		bpf_map_update_elem(&listeners, &lk, &tgid, BPF_ANY);
@@ -812,7 +918,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	case OBS_TCP_SYN_RECV:
 		listen_key(sk, &lk);
 		if (bpf_map_lookup_elem(&listeners, &lk))
-			sock_note(key);
+			sock_note(sk, OBS_SOCK_FRESH);
 		break;
 	}
 	return 0;
@@ -835,114 +941,55 @@ int set_state_tp(struct trace_event_raw_inet_sock_set_state___x *ctx)
 	return on_set_state(ctx->skaddr, ctx->oldstate, ctx->newstate);
 }
 
-/* ---- retransmits ------------------------------------------------------------- */
-
-/* Segments in this skb, as the kernel counts TcpRetransSegs
- * (tcp_skb_pcount: TCP_SKB_CB(skb)->tcp_gso_segs, at least 1). */
-static __always_inline __u32 skb_segs(const struct sk_buff *skb)
+/* A retransmit attempt on sk, successful or not (6.12+ fire the event for
+ * failed ones too, with their error): count_socket counts what the kernel
+ * counted. */
+static __always_inline int on_retransmit(const struct sock *sk)
 {
-	__u16 segs = 0;
+	__u64 key = (__u64)sk;
+	struct obs_sock *e = bpf_map_lookup_elem(&socks, &key);
 
-	/* cb[] is an array inside the skb; tcp_gso_segs sits at a fixed
-	 * offset in it, both relocated with CO-RE. */
-	bpf_probe_read_kernel(&segs, sizeof(segs),
-			      (void *)skb + bpf_core_field_offset(struct sk_buff, cb) +
-				      bpf_core_field_offset(struct tcp_skb_cb, tcp_gso_segs));
-	return segs ? segs : 1;
-}
-
-/* Count segs retransmitted segments on the connection sk describes. */
-static __always_inline int count_retransmit(const struct sock *sk, __u32 segs)
-{
-	struct obs_ep_key k = {};
-	struct obs_ep *ep, zero = {};
-
-	count_n(OBS_RETRANS, segs);
-	k.family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	k.lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	k.rport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (k.family == OBS_AF_INET6) {
-		BPF_CORE_READ_INTO(&k.laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&k.raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	} else {
-		BPF_CORE_READ_INTO((__u32 *)k.laddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)k.raddr, sk, __sk_common.skc_daddr);
-	}
-	k.state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	ep = bpf_map_lookup_elem(&endpoints, &k);
-	if (!ep) {
-		bpf_map_update_elem(&endpoints, &k, &zero, BPF_NOEXIST);
-		ep = bpf_map_lookup_elem(&endpoints, &k);
-		if (!ep) {
-			count_n(OBS_ENDPOINTS_LOST, segs);
-			return 0;
-		}
-	}
-	__sync_fetch_and_add(&ep->count, segs);
+	if (e)
+		count_socket(sk, e, BPF_CORE_READ(sk, __sk_common.skc_state), 0);
 	return 0;
 }
 
-/*
- * Since 6.12 the event fires at the end of every attempt, with its error, not
- * only after a successful one. The kernel's TcpRetransSegs counts an attempt
- * once it got past the checks that give up before sending: the skb still in
- * the host queue (-EBUSY), the send buffer over its limit (-EAGAIN), no route
- * (-EHOSTUNREACH), no memory to split or unclone the skb (-ENOMEM), a stale
- * skb (-EINVAL). Those are left out so the count stays the kernel's; a
- * failure while sending (say -ENOBUFS) was counted by the kernel, and is here.
- */
-static __always_inline bool retrans_counted(int err)
-{
-	return err != -OBS_EBUSY && err != -OBS_EAGAIN && err != -OBS_EHOSTUNREACH &&
-	       err != -OBS_ENOMEM && err != -OBS_EINVAL;
-}
-
-static __always_inline int on_retransmit(const struct sock *sk, const struct sk_buff *skb, int err)
-{
-	__u64 key = (__u64)sk;
-
-	if (!retrans_counted(err) || !bpf_map_lookup_elem(&socks, &key))
-		return 0;
-	return count_retransmit(sk, skb_segs(skb));
-}
-
-/*
- * tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb[, int err]).
- * The third argument exists exactly when the classic event has its err field
- * (same kernel change); on older kernels the constant-false branch is never
- * explored by the verifier, so ctx[2] is not touched.
- */
+/* tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb[, int err]) */
 SEC("tp_btf/tcp_retransmit_skb")
 int retransmit_btf(__u64 *ctx)
 {
-	int err = 0;
-
-	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb___x, err))
-		err = (int)ctx[2];
-	return on_retransmit((const struct sock *)ctx[0], (const struct sk_buff *)ctx[1], err);
+	return on_retransmit((const struct sock *)ctx[0]);
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int retransmit_tp(struct trace_event_raw_tcp_retransmit_skb___x *ctx)
 {
-	int err = 0;
-
-	if (bpf_core_field_exists(ctx->err))
-		err = ctx->err;
-	return on_retransmit(ctx->skaddr, ctx->skbaddr, err);
+	return on_retransmit(ctx->skaddr);
 }
 
-/* tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req):
- * a listener's SYN-ACK for a connection not yet accepted. Counted against the
- * listener (the target's), with the endpoint read from the request sock, whose
- * sock_common has the same layout as a full socket's. */
-static __always_inline int on_synack(const struct sock *listener, const void *req)
+/* tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req),
+ * fired only for a SYN-ACK sent (and counted in TcpRetransSegs):
+ *   - sk a listener (the target's): a connection not yet accepted. One
+ *     segment, counted against the endpoint read from the request sock, whose
+ *     sock_common has the same layout as a full socket's (its state is
+ *     TCP_NEW_SYN_RECV). The socket born of it starts from total_retrans =
+ *     these retransmits, which sock_note takes as already counted;
+ *   - sk a TCP Fast Open child (SYN_RECV, already a full socket, followed
+ *     since its birth): the kernel added the SYN-ACK to its total_retrans,
+ *     so it is counted like any other retransmit of a socket. */
+static __always_inline int on_synack(const struct sock *sk, const void *req)
 {
-	__u64 key = (__u64)listener;
+	const struct sock *rsk = req;
+	__u64 key = (__u64)sk;
+	struct obs_sock *e = bpf_map_lookup_elem(&socks, &key);
 
-	if (!bpf_map_lookup_elem(&socks, &key))
+	if (!e)
 		return 0;
-	return count_retransmit((const struct sock *)req, 1);
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == OBS_TCP_LISTEN)
+		count_retransmit(rsk, 1, BPF_CORE_READ(rsk, __sk_common.skc_state));
+	else
+		count_socket(sk, e, BPF_CORE_READ(sk, __sk_common.skc_state), 0);
+	return 0;
 }
 
 SEC("tp_btf/tcp_retransmit_synack")

@@ -899,6 +899,13 @@ static void print_caveats(struct run *r)
 		fprintf(stderr, NAME ": %llu target sockets followed, %llu CQ overflows\n",
 			(unsigned long long)s.c[OBS_SOCKS_SEEN],
 			(unsigned long long)s.c[OBS_CQ_OVERFLOWS]);
+	if (env.verbose && s.c[OBS_RETRANS_LATE])
+		fprintf(stderr,
+			NAME ": %llu of the %llu retransmitted segments were counted at a "
+			     "state change of their socket: their tcp_retransmit_skb event did "
+			     "not reach the observer\n",
+			(unsigned long long)s.c[OBS_RETRANS_LATE],
+			(unsigned long long)s.c[OBS_RETRANS]);
 	obs_snap_free(&s);
 }
 

@@ -29,6 +29,10 @@ enum obs_counter {
 	OBS_SOCKS_LOST,	       /* socket map full: a target socket not remembered */
 	OBS_SOCKS_SEEN,	       /* target sockets learnt after attach (connect, listen, accept) */
 	OBS_ENDPOINTS_LOST,    /* retransmits not in `endpoints` (map full) */
+	OBS_RETRANS_LATE,      /* of OBS_RETRANS: found at a state change of their socket,
+				* their tcp_retransmit_skb event never reached us (a lost
+				* event followed by another one on that socket is made up
+				* there, and not counted here) */
 	OBS_NR_COUNTERS,
 };
 
@@ -125,6 +129,28 @@ struct obs_ep_key {
 struct obs_ep {
 	__u64 count; /* retransmitted segments */
 };
+
+/*
+ * A TCP socket of the target (value of `socks`, keyed by its struct sock *).
+ * retrans is the socket's own count of retransmitted segments
+ * (tcp_sock.total_retrans, what the kernel adds to TcpRetransSegs, in the
+ * same statement) as far as it has been counted here: when the socket was
+ * first seen, and after each retransmit or state change seen since. What the
+ * socket retransmitted beyond it is the difference, so a retransmit whose
+ * event was not delivered is still counted at the socket's next event or
+ * state change (at the latest at TCP_CLOSE).
+ */
+struct obs_sock {
+	__u32 tgid;    /* the owner when first seen */
+	__u32 retrans; /* tcp_sock.total_retrans counted so far */
+	__u32 flags;   /* OBS_SOCK_* */
+	__u32 pad;
+};
+/* Born of a listener (SYN_RECV), not looked at since: the kernel sets its
+ * total_retrans to the request's SYN-ACK retransmits (counted on the
+ * listener already) only after the SYN_RECV event, so `retrans` is taken at
+ * the first look instead. */
+#define OBS_SOCK_FRESH 1u
 
 /* A listening socket of the target: its network namespace (struct net *)
  * and port. A new connection's socket is born (TCP_SYN_RECV) in softirq,
