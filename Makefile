@@ -284,9 +284,12 @@ BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
 BPF_SKELS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.skel.h,$(BPF_SRCS))
 # A program is a pair bpf/X.bpf.c + bpf/X.c; bpf/obs_*.c are parts of the
-# qilin-observer user side, linked into it, not programs of their own.
+# qilin-observer user side, linked into it, not programs of their own;
+# bpf/tool.c (privileges, BTF, tracefs, the tp_btf-or-classic chooser, the
+# paused command) is the user-side plumbing linked into every program.
 BPF_BINS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%,$(filter \
 	$(patsubst %.c,%.bpf.c,$(wildcard bpf/*.c)),$(BPF_SRCS)))
+BPF_TOOL_OBJ := $(BUILD)/obj/bpf/tool.o
 OBS_PART_SRCS := $(wildcard bpf/obs_*.c)
 OBS_PART_OBJS := $(patsubst bpf/%.c,$(BUILD)/obj/bpf/%.o,$(OBS_PART_SRCS))
 BPF_ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
@@ -317,18 +320,25 @@ $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(call msg,SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< > $@
 
-$(BUILD)/bpf/%: bpf/%.c $(BPF_SKELS) $(STATIC_LIB)
+$(BUILD)/bpf/%: bpf/%.c $(BPF_SKELS) $(BPF_TOOL_OBJ) $(STATIC_LIB)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bpf -o $@ $< $(LDFLAGS) $(BPF_LIBS) $(STATIC_LIB) $(LIBS)
+	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bpf -Ibpf -o $@ $< $(BPF_TOOL_OBJ) $(LDFLAGS) $(BPF_LIBS) \
+		$(STATIC_LIB) $(LIBS)
+
+$(BPF_TOOL_OBJ): bpf/tool.c bpf/tool.h $(FLAGS_STAMP)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) -Ibpf -c $< -o $@
 
 $(BUILD)/obj/bpf/obs_%.o: bpf/obs_%.c $(wildcard bpf/*.h)
 	$(call msg,CC,$@)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) -Ibpf -c $< -o $@
 
-$(BUILD)/bpf/qilin-observer: bpf/qilin-observer.c $(BPF_SKELS) $(OBS_PART_OBJS)
+$(BUILD)/bpf/qilin-observer: bpf/qilin-observer.c $(BPF_SKELS) $(OBS_PART_OBJS) $(BPF_TOOL_OBJ)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bpf -Ibpf -o $@ $< $(OBS_PART_OBJS) $(LDFLAGS) $(BPF_LIBS) -lm
+	$(Q)$(CC) $(CFLAGS) -I$(BUILD)/bpf -Ibpf -o $@ $< $(OBS_PART_OBJS) $(BPF_TOOL_OBJ) $(LDFLAGS) \
+		$(BPF_LIBS) -lm
 
 # ---------------------------------------------------------------- install
 

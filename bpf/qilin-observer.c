@@ -28,6 +28,11 @@
  * Exit status: 0, 1 on a runtime error, 2 on a usage error; in the CMD form,
  * CMD's own status (128+N if it died of signal N, 127 if it could not run).
  *
+ * The plumbing it shares with uring_count (the common options, privileges,
+ * BTF, tracefs, the tp_btf-first program chooser and its messages, the
+ * paused CMD, signals) is bpf/tool.c's; what stays here is which programs
+ * the observer has, what its knobs mean, and the observing itself.
+ *
  * Single-threaded: the main loop does everything, signal handlers only set
  * a flag (and forward the signal to CMD).
  */
@@ -59,36 +64,38 @@
 #include "qilin-observer-scan.skel.h"
 #include "obs_http.h"
 #include "obs_report.h"
+#include "tool.h"
+
+/* The knobs take tool_choose_submit()'s values. */
+_Static_assert((int)OBS_ARG_NONE == TOOL_RING_ARG_NONE && (int)OBS_ARG_CTX == TOOL_RING_ARG_CTX &&
+		       (int)OBS_ARG_REQ == TOOL_RING_ARG_REQ,
+	       "enum obs_arg and enum tool_ring_arg disagree");
 
 #define NAME "qilin-observer"
-#define VMLINUX_BTF "/sys/kernel/btf/vmlinux"
-#define TRACEFS_HINT "mount -t tracefs nodev /sys/kernel/tracing"
 #define CGROUP2_MAGIC 0x63677270
 
-/* Capability bits (linux/capability.h copies may lack the last two). */
-#define OBS_CAP_SYS_ADMIN 21
-#define OBS_CAP_PERFMON 38
-#define OBS_CAP_BPF 39
-
 static struct env {
-	pid_t pid;	    /* -p */
 	const char *cgroup; /* -c */
 	char **cmd;	    /* after --, NULL-terminated */
-	double interval;    /* -i or the first positional; default 1 */
-	double duration;    /* -d, 0 = unbounded */
 	long count;	    /* second positional, 0 = unbounded */
 	int npos;	    /* positionals seen */
-	bool json;
 	const char *prom; /* --prometheus HOST:PORT */
-	bool verbose;
-	bool no_btf_tp; /* --no-btf-tp or QILIN_OBSERVER_NO_BTF_TP=1 */
-	bool only_btf;	/* --only-btf: as if tracefs were absent */
 	bool self_cost; /* --self-cost: kernel run time of each program, at exit */
-} env = { .interval = 1.0 };
+} env;
 
-static volatile sig_atomic_t exiting;
-static bool quiet_libbpf;
-static volatile pid_t child_pid;
+/* -p sets pid; -i or the first positional interval (default 1); -d
+ * duration (0 = unbounded); --json json; -v verbose; --no-btf-tp or
+ * QILIN_OBSERVER_NO_BTF_TP=1 no_btf_tp (the classic twins only); --only-btf
+ * only_btf (as if tracefs were absent). */
+static struct tool tool = {
+	.name = NAME,
+	.doing = "observing",
+	.no_btf_why = "tp_btf programs are off (QILIN_OBSERVER_NO_BTF_TP)",
+	.no_btf_opt = "--no-btf-tp",
+	.what_width = 14,
+	.interval = 1.0,
+	.min_secs = 0.001,
+};
 
 /* ------------------------------------------------------------ arguments */
 
@@ -111,32 +118,18 @@ static const char argp_doc[] =
 	"Environment: QILIN_OBSERVER_NO_BTF_TP=1 uses classic tracepoints only.\n";
 
 static const struct argp_option argp_opts[] = {
-	{ "pid", 'p', "PID", 0, "Process to observe (its whole thread group)", 0 },
+	TOOL_ARGP_OPTIONS("Process to observe (its whole thread group)",
+			  "Report interval (default 1, fractions allowed)",
+			  "One JSON object per interval on stdout",
+			  "Say which programs and probes are used; libbpf warnings", "no-btf-tp",
+			  "Classic tracepoints only (the fallback), no tp_btf", OPTION_HIDDEN,
+			  "tp_btf only, as if tracefs were absent"),
 	{ "cgroup", 'c', "CGROUP_PATH", 0, "Observe the tasks of this cgroup v2 folder", 0 },
-	{ "interval", 'i', "SECS", 0, "Report interval (default 1, fractions allowed)", 0 },
-	{ "duration", 'd', "SECS", 0, "Stop after SECS seconds", 0 },
-	{ "json", 'j', NULL, 0, "One JSON object per interval on stdout", 0 },
 	{ "prometheus", 'P', "HOST:PORT", 0, "Serve GET /metrics (Prometheus text) there", 0 },
-	{ "verbose", 'v', NULL, 0, "Say which programs and probes are used; libbpf warnings", 0 },
-	{ "no-btf-tp", 'C', NULL, 0, "Classic tracepoints only (the fallback), no tp_btf", 0 },
-	{ "only-btf", 'B', NULL, OPTION_HIDDEN, "tp_btf only, as if tracefs were absent", 0 },
 	{ "self-cost", 'S', NULL, 0,
 	  "At exit, print each BPF program's runs and ns per run (stderr)", 0 },
-	{ NULL, 'h', NULL, OPTION_HIDDEN, "Show the full help", 0 },
 	{ 0 },
 };
-
-static double parse_secs(const char *arg, struct argp_state *state)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(arg, &end);
-	if (errno || end == arg || *end || !(v >= 0.001) || v > 1e7)
-		argp_error(state, "invalid number of seconds: %s", arg);
-	return v;
-}
 
 static error_t parse_arg(int key, char *arg, struct argp_state *state)
 {
@@ -144,36 +137,11 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 	char *end;
 
 	switch (key) {
-	case 'p':
-		errno = 0;
-		v = strtol(arg, &end, 10);
-		if (errno || end == arg || *end || v <= 0 || v > INT_MAX)
-			argp_error(state, "invalid PID: %s", arg);
-		env.pid = (pid_t)v;
-		break;
 	case 'c':
 		env.cgroup = arg;
 		break;
-	case 'i':
-		env.interval = parse_secs(arg, state);
-		break;
-	case 'd':
-		env.duration = parse_secs(arg, state);
-		break;
-	case 'j':
-		env.json = true;
-		break;
 	case 'P':
 		env.prom = arg;
-		break;
-	case 'v':
-		env.verbose = true;
-		break;
-	case 'C':
-		env.no_btf_tp = true;
-		break;
-	case 'B':
-		env.only_btf = true;
 		break;
 	case 'S':
 		env.self_cost = true;
@@ -183,7 +151,7 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case ARGP_KEY_ARG:
 		if (env.npos == 0) {
-			env.interval = parse_secs(arg, state);
+			tool.interval = tool_parse_secs(state, arg, tool.min_secs);
 		} else if (env.npos == 1) {
 			errno = 0;
 			v = strtol(arg, &end, 10);
@@ -196,239 +164,17 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		env.npos++;
 		break;
 	case ARGP_KEY_END:
-		if ((env.pid != 0) + (env.cgroup != NULL) + (env.cmd != NULL) != 1)
+		if ((tool.pid != 0) + (env.cgroup != NULL) + (env.cmd != NULL) != 1)
 			argp_error(state, "give one of -p PID, -c CGROUP_PATH or -- CMD");
-		if (env.no_btf_tp && env.only_btf)
-			argp_error(state, "--no-btf-tp and --only-btf exclude each other");
-		break;
+		/* fall through - tool_parse_key() checks -C against -B */
 	default:
-		return ARGP_ERR_UNKNOWN;
+		/* -p, -i, -d, --json, -v, --no-btf-tp (C), --only-btf (B). */
+		return tool_parse_key(&tool, key, arg, state) ? 0 : ARGP_ERR_UNKNOWN;
 	}
 	return 0;
 }
 
-/* ------------------------------------------------------------ environment */
-
-static int libbpf_print_fn(enum libbpf_print_level level, const char *fmt, va_list args)
-{
-	if (!env.verbose || level == LIBBPF_DEBUG || quiet_libbpf)
-		return 0;
-	return vfprintf(stderr, fmt, args);
-}
-
-static void on_signal(int sig)
-{
-	exiting = sig;
-	if (child_pid > 0)
-		kill(child_pid, sig);
-}
-
-static double mono_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON. True when unreadable: the
- * load will tell then. */
-static bool have_bpf_caps(void)
-{
-	unsigned long long eff;
-	char line[256];
-	bool found = false;
-	FILE *f = fopen("/proc/self/status", "re");
-
-	if (!f)
-		return true;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "CapEff: %llx", &eff) == 1) {
-			found = true;
-			break;
-		}
-	fclose(f);
-	if (!found)
-		return true;
-	return (eff >> OBS_CAP_SYS_ADMIN & 1) ||
-	       ((eff >> OBS_CAP_BPF & 1) && (eff >> OBS_CAP_PERFMON & 1));
-}
-
-static void explain_eperm(void)
-{
-	fprintf(stderr, NAME ": permission denied loading BPF programs: run as root, or with "
-			     "CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8); a kernel "
-			     "in lockdown mode refuses them even to root\n");
-}
-
-/* The thread group of pid, or -errno (-ENOENT: no such process). */
-static pid_t pid_to_tgid(pid_t pid)
-{
-	char path[64], line[256];
-	pid_t tgid = -ESRCH;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Tgid: %d", &tgid) == 1)
-			break;
-	fclose(f);
-	return tgid;
-}
-
-static const char *tracefs_events(int *err)
-{
-	static const char *const dirs[] = {
-		"/sys/kernel/tracing/events",
-		"/sys/kernel/debug/tracing/events",
-	};
-
-	*err = ENOENT;
-	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-		if (access(dirs[i], F_OK) == 0)
-			return dirs[i];
-		if (errno == EACCES)
-			*err = EACCES;
-	}
-	return NULL;
-}
-
 /* ------------------------------------------------------------ choosing programs */
-
-struct chooser {
-	struct btf *btf;
-	const char *events;
-	int events_err;
-	bool probe_eperm;
-};
-
-enum arg_kind { ARG_ABSENT, ARG_KIOCB, ARG_CQE, ARG_PTR, ARG_OTHER };
-
-static const struct btf_type *skip_mods(const struct btf *btf, __u32 id)
-{
-	const struct btf_type *t = btf__type_by_id(btf, id);
-
-	while (t && (btf_is_mod(t) || btf_is_typedef(t)))
-		t = btf__type_by_id(btf, t->type);
-	return t;
-}
-
-/* What argument idx (0-based, after the hidden void *__data) of raw
- * tracepoint tp is, from the BTF typedef btf_trace_<tp>. */
-static enum arg_kind tp_arg(const struct btf *btf, const char *tp, unsigned int idx)
-{
-	const struct btf_type *t;
-	const struct btf_param *p;
-	const char *n;
-	char name[128];
-	int id;
-
-	snprintf(name, sizeof(name), "btf_trace_%s", tp);
-	id = btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF);
-	if (id < 0)
-		return ARG_ABSENT;
-	t = skip_mods(btf, id);
-	if (!t || !btf_is_ptr(t))
-		return ARG_ABSENT;
-	t = skip_mods(btf, t->type);
-	if (!t || !btf_is_func_proto(t) || btf_vlen(t) < idx + 2)
-		return ARG_ABSENT;
-	p = btf_params(t) + idx + 1;
-	t = skip_mods(btf, p->type);
-	if (!t || !btf_is_ptr(t))
-		return ARG_OTHER;
-	t = skip_mods(btf, t->type);
-	if (!t || !btf_is_struct(t))
-		return ARG_PTR;
-	n = btf__name_by_offset(btf, t->name_off);
-	if (!strcmp(n, "io_kiocb"))
-		return ARG_KIOCB;
-	if (!strcmp(n, "io_uring_cqe"))
-		return ARG_CQE;
-	return ARG_PTR;
-}
-
-/* The kernel has raw tracepoint tp and loads a minimal tp_btf program on it. */
-static bool tp_btf_works(struct chooser *c, const char *tp)
-{
-	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_TRACE_RAW_TP);
-	const struct bpf_insn insns[] = {
-		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0 },
-		{ .code = BPF_JMP | BPF_EXIT },
-	};
-	char name[128];
-	int id, fd;
-
-	if (env.no_btf_tp)
-		return false;
-	snprintf(name, sizeof(name), "btf_trace_%s", tp);
-	id = btf__find_by_name_kind(c->btf, name, BTF_KIND_TYPEDEF);
-	if (id < 0)
-		return false;
-	opts.attach_btf_id = id;
-	fd = bpf_prog_load(BPF_PROG_TYPE_TRACING, NULL, "Dual MIT/GPL", insns, 2, &opts);
-	if (fd < 0) {
-		if (errno == EPERM)
-			c->probe_eperm = true;
-		if (env.verbose)
-			fprintf(stderr, NAME ": tp_btf/%s does not load: %s\n", tp,
-				strerror(errno));
-		return false;
-	}
-	close(fd);
-	return true;
-}
-
-static bool tp_exists(const struct chooser *c, const char *category, const char *event)
-{
-	char path[PATH_MAX];
-
-	if (!c->events || env.only_btf)
-		return false;
-	snprintf(path, sizeof(path), "%s/%s/%s", c->events, category, event);
-	return access(path, F_OK) == 0;
-}
-
-static void use(struct bpf_program *prog, const char *what)
-{
-	bpf_program__set_autoload(prog, true);
-	if (env.verbose)
-		fprintf(stderr, NAME ": %-14s %s\n", what, bpf_program__section_name(prog));
-}
-
-/* A required event has neither program: say why, return -ENOENT. */
-static int missing(const struct chooser *c, const char *event)
-{
-	const char *why = env.no_btf_tp ? "tp_btf programs are off (QILIN_OBSERVER_NO_BTF_TP)" :
-					  "this kernel has no tp_btf tracepoint for it";
-
-	if (c->probe_eperm)
-		explain_eperm();
-	else if (env.only_btf)
-		fprintf(stderr,
-			NAME ": %s needs a classic tracepoint and tracefs is off "
-			     "(--only-btf)\n",
-			event);
-	else if (!c->events && c->events_err == EACCES)
-		fprintf(stderr,
-			NAME ": %s needs a classic tracepoint (%s) and tracefs cannot be "
-			     "read by this user: run as root\n",
-			event, why);
-	else if (!c->events)
-		fprintf(stderr,
-			NAME ": %s needs a classic tracepoint (%s) and tracefs is not "
-			     "mounted: %s\n",
-			event, why, TRACEFS_HINT);
-	else
-		fprintf(stderr,
-			NAME ": this kernel has no tracepoint %s (io_uring tracepoints "
-			     "need CONFIG_IO_URING and Linux 5.5+)\n",
-			event);
-	return -ENOENT;
-}
 
 /* An optional event has neither program: say what is lost (always: the
  * report would otherwise show a silent zero). */
@@ -437,107 +183,89 @@ static void lost(const char *event, const char *what)
 	fprintf(stderr, NAME ": warning: no usable tracepoint %s: %s\n", event, what);
 }
 
-static int choose_programs(struct qilin_observer_bpf *skel, struct chooser *c)
+/*
+ * Turn on one program of each pair, and set the knobs that describe the raw
+ * tracepoint prototypes. Returns 0, or -errno after printing why.
+ */
+static int choose_programs(struct qilin_observer_bpf *skel, struct tool_chooser *c)
 {
-	struct bpf_program *prog;
-	enum arg_kind k;
+	/* Optional events on sockets: the tp_btf programs read typed
+	 * arguments that every kernel with these raw tracepoints has. */
+	static const struct {
+		struct tool_pair pair;
+		const char *lost;
+	} sock_events[] = {
+		{ { "sock state", "set_state", "sock:inet_sock_set_state", .fits = true },
+		  "sockets opened after attach are not seen" },
+		{ { "retransmit", "retransmit", "tcp:tcp_retransmit_skb", .fits = true },
+		  "retransmits are not counted" },
+		{ { "synack retrans", "retransmit_synack", "tcp:tcp_retransmit_synack",
+		    .fits = true },
+		  "SYN-ACK retransmits are not counted" },
+	};
+	struct bpf_object *obj = skel->obj;
+	struct tool_pair complete = { .what = "complete",
+				      .prog = "complete",
+				      .event = "io_uring:io_uring_complete" };
+	struct tool_pair overflow = { .what = "cq overflow",
+				      .prog = "cqe_overflow",
+				      .event = "io_uring:io_uring_cqe_overflow" };
+	struct tool_pair punt = { .what = "iowq punt",
+				  .prog = "queue_async_work",
+				  .event = "io_uring:io_uring_queue_async_work" };
+	struct tool_pair enter = { .what = "enter",
+				   .prog = "enter",
+				   .event = "syscalls:sys_enter_io_uring_enter",
+				   .raw = "sys_enter",
+				   .fits = true,
+				   .classic_first = true };
+	enum tool_arg_kind k;
+	int ret;
 
-	bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
+	tool_autoload_none(obj);
 
-	/* Submissions (required). */
-	if (tp_arg(c->btf, "io_uring_submit_req", 0) == ARG_KIOCB &&
-	    tp_btf_works(c, "io_uring_submit_req")) {
-		use(skel->progs.submit_req_btf, "submit");
-	} else if (((k = tp_arg(c->btf, "io_uring_submit_sqe", 0)) == ARG_KIOCB || k == ARG_PTR) &&
-		   tp_btf_works(c, "io_uring_submit_sqe")) {
-		skel->rodata->submit_sqe_ring_arg = k == ARG_KIOCB ? OBS_ARG_REQ : OBS_ARG_CTX;
-		use(skel->progs.submit_sqe_btf, "submit");
-	} else if (tp_exists(c, "io_uring", "io_uring_submit_req")) {
-		use(skel->progs.submit_req_tp, "submit");
-	} else if (tp_exists(c, "io_uring", "io_uring_submit_sqe")) {
-		use(skel->progs.submit_sqe_tp, "submit");
-	} else {
-		return missing(c, "io_uring:io_uring_submit_req");
-	}
-
-	/* Rejected at preparation (5.17+, optional). */
-	k = tp_arg(c->btf, "io_uring_req_failed", 1);
-	if (k != ARG_ABSENT && tp_btf_works(c, "io_uring_req_failed")) {
-		skel->rodata->req_failed_ring_arg = k == ARG_KIOCB ? OBS_ARG_REQ :
-						    k == ARG_PTR   ? OBS_ARG_CTX :
-								     OBS_ARG_NONE;
-		use(skel->progs.req_failed_btf, "submit failed");
-	} else if (tp_exists(c, "io_uring", "io_uring_req_failed")) {
-		use(skel->progs.req_failed_tp, "submit failed");
-	} else if (env.verbose) {
-		fprintf(stderr, NAME ": no io_uring_req_failed (before 5.17): SQEs rejected at "
-				     "preparation are not counted\n");
-	}
+	/* Submissions (required); rejected at preparation (5.17+, optional). */
+	if (tool_choose_submit(c, obj, "submit", "submit failed",
+			       &skel->rodata->submit_sqe_ring_arg,
+			       &skel->rodata->req_failed_ring_arg))
+		return -ENOENT;
 
 	/* Completions (required). The tp_btf form needs req as a pointer. */
-	k = tp_arg(c->btf, "io_uring_complete", 2);
-	if ((k == ARG_CQE || k == ARG_OTHER) && tp_arg(c->btf, "io_uring_complete", 1) == ARG_PTR &&
-	    tp_btf_works(c, "io_uring_complete")) {
-		skel->rodata->complete_layout = k == ARG_CQE ? OBS_COMPLETE_CQE : OBS_COMPLETE_ARGS;
-		use(skel->progs.complete_btf, "complete");
-	} else if (tp_exists(c, "io_uring", "io_uring_complete")) {
-		use(skel->progs.complete_tp, "complete");
-	} else {
-		return missing(c, "io_uring:io_uring_complete");
-	}
+	k = tool_tp_arg(c->btf, "io_uring_complete", 2);
+	complete.fits = (k == TOOL_ARG_CQE || k == TOOL_ARG_OTHER) &&
+			tool_tp_arg(c->btf, "io_uring_complete", 1) == TOOL_ARG_PTR;
+	ret = tool_pick(c, obj, &complete);
+	if (ret < 0)
+		return tool_missing(c, complete.event);
+	if (ret == TOOL_PICKED_BTF)
+		skel->rodata->complete_layout = k == TOOL_ARG_CQE ? OBS_COMPLETE_CQE :
+								    OBS_COMPLETE_ARGS;
 
 	/* CQ overflow (5.19+, optional). */
-	if (tp_arg(c->btf, "io_uring_cqe_overflow", 3) == ARG_OTHER &&
-	    tp_btf_works(c, "io_uring_cqe_overflow"))
-		use(skel->progs.cqe_overflow_btf, "cq overflow");
-	else if (tp_exists(c, "io_uring", "io_uring_cqe_overflow"))
-		use(skel->progs.cqe_overflow_tp, "cq overflow");
-	else
-		lost("io_uring:io_uring_cqe_overflow", "CQ overflows are not counted");
+	overflow.fits = tool_tp_arg(c->btf, "io_uring_cqe_overflow", 3) == TOOL_ARG_OTHER;
+	if (tool_pick(c, obj, &overflow) < 0)
+		lost(overflow.event, "CQ overflows are not counted");
 
-	/* io-wq punts (optional). */
-	if (tp_arg(c->btf, "io_uring_queue_async_work", 0) == ARG_KIOCB &&
-	    tp_btf_works(c, "io_uring_queue_async_work")) {
-		skel->rodata->punt_req_arg = 0;
-		use(skel->progs.queue_async_work_btf, "iowq punt");
-	} else if (tp_arg(c->btf, "io_uring_queue_async_work", 2) == ARG_PTR &&
-		   tp_btf_works(c, "io_uring_queue_async_work")) {
-		skel->rodata->punt_req_arg = 2;
-		use(skel->progs.queue_async_work_btf, "iowq punt");
-	} else if (tp_exists(c, "io_uring", "io_uring_queue_async_work")) {
-		use(skel->progs.queue_async_work_tp, "iowq punt");
-	} else {
-		lost("io_uring:io_uring_queue_async_work", "io-wq punts are not counted");
-	}
+	/* io-wq punts (optional): the request is the first argument, or the
+	 * third on older kernels. */
+	k = tool_tp_arg(c->btf, "io_uring_queue_async_work", 0);
+	punt.fits = k == TOOL_ARG_KIOCB ||
+		    tool_tp_arg(c->btf, "io_uring_queue_async_work", 2) == TOOL_ARG_PTR;
+	ret = tool_pick(c, obj, &punt);
+	if (ret == TOOL_PICKED_BTF)
+		skel->rodata->punt_req_arg = k == TOOL_ARG_KIOCB ? 0 : 2;
+	else if (ret < 0)
+		lost(punt.event, "io-wq punts are not counted");
 
 	/* io_uring_enter: the syscall tracepoint first (it fires for this one
 	 * system call only), the raw sys_enter (every system call) second. */
-	if (tp_exists(c, "syscalls", "sys_enter_io_uring_enter"))
-		use(skel->progs.enter_tp, "enter");
-	else if (tp_btf_works(c, "sys_enter"))
-		use(skel->progs.enter_btf, "enter");
-	else
-		return missing(c, "syscalls:sys_enter_io_uring_enter");
+	if (tool_pick(c, obj, &enter) < 0)
+		return tool_missing(c, enter.event);
 
-	/* Sockets: state changes (connect, listen, close), sends/receives. */
-	if (tp_btf_works(c, "inet_sock_set_state"))
-		use(skel->progs.set_state_btf, "sock state");
-	else if (tp_exists(c, "sock", "inet_sock_set_state"))
-		use(skel->progs.set_state_tp, "sock state");
-	else
-		lost("sock:inet_sock_set_state", "sockets opened after attach are not seen");
-	if (tp_btf_works(c, "tcp_retransmit_skb"))
-		use(skel->progs.retransmit_btf, "retransmit");
-	else if (tp_exists(c, "tcp", "tcp_retransmit_skb"))
-		use(skel->progs.retransmit_tp, "retransmit");
-	else
-		lost("tcp:tcp_retransmit_skb", "retransmits are not counted");
-	if (tp_btf_works(c, "tcp_retransmit_synack"))
-		use(skel->progs.retransmit_synack_btf, "synack retrans");
-	else if (tp_exists(c, "tcp", "tcp_retransmit_synack"))
-		use(skel->progs.retransmit_synack_tp, "synack retrans");
-	else
-		lost("tcp:tcp_retransmit_synack", "SYN-ACK retransmits are not counted");
+	/* Sockets: state changes (connect, listen, close), retransmits. */
+	for (size_t i = 0; i < sizeof(sock_events) / sizeof(sock_events[0]); i++)
+		if (tool_pick(c, obj, &sock_events[i].pair) < 0)
+			lost(sock_events[i].pair.event, sock_events[i].lost);
 
 	/* Always: the USDT programs (attached by hand to wherever libqilin is). */
 	bpf_program__set_autoload(skel->progs.usdt_tick, true);
@@ -652,7 +380,7 @@ static int usdt_attach_path(struct qilin_observer_bpf *skel, struct usdt_state *
 	}
 	u->attached = true;
 	snprintf(u->path, sizeof(u->path), "%s", path);
-	if (env.verbose)
+	if (tool.verbose)
 		fprintf(stderr, NAME ": qilin USDT probes attached in %s\n", path);
 	return 0;
 }
@@ -670,10 +398,10 @@ static void usdt_try(struct qilin_observer_bpf *skel, struct usdt_state *u, pid_
 		snprintf(path, sizeof(path), "%s", path_hint);
 	else
 		qilin_path(pid, path, sizeof(path));
-	quiet_libbpf = u->said; /* libbpf's own complaint: once, like ours */
+	tool.quiet_libbpf = u->said; /* libbpf's own complaint: once, like ours */
 	err = usdt_attach_path(skel, u, pid, path);
-	quiet_libbpf = false;
-	if (err && !u->said && env.verbose) {
+	tool.quiet_libbpf = false;
+	if (err && !u->said && tool.verbose) {
 		fprintf(stderr,
 			NAME ": the target does not link libqilin (no qilin USDT probes in "
 			     "%s: %s): the worker section stays empty; rings, latency, "
@@ -721,57 +449,6 @@ static bool resolve_cmd(const char *cmd, char *out, size_t len)
 	return false;
 }
 
-/* ------------------------------------------------------------ the CMD form */
-
-/* Fork a child that blocks on a pipe before exec'ing cmd. *go_fd releases
- * it; *err_fd gets errno if exec fails. Returns the pid or -errno. */
-static pid_t spawn_paused(char **cmd, int *go_fd, int *err_fd)
-{
-	int go[2], err[2];
-	pid_t pid;
-
-	if (pipe2(go, O_CLOEXEC))
-		return -errno;
-	if (pipe2(err, O_CLOEXEC)) {
-		int e = errno;
-
-		close(go[0]);
-		close(go[1]);
-		return -e;
-	}
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		int e = errno;
-
-		close(go[0]);
-		close(go[1]);
-		close(err[0]);
-		close(err[1]);
-		return -e;
-	}
-	if (pid == 0) {
-		char c;
-		int e;
-
-		close(go[1]);
-		close(err[0]);
-		if (read(go[0], &c, 1) != 1)
-			_exit(127);
-		close(go[0]);
-		execvp(cmd[0], cmd);
-		e = errno;
-		if (write(err[1], &e, sizeof(e)) < 0)
-			_exit(127);
-		_exit(127);
-	}
-	close(go[0]);
-	close(err[1]);
-	*go_fd = go[1];
-	*err_fd = err[0];
-	return pid;
-}
-
 /* ------------------------------------------------------------ reporting */
 
 struct run {
@@ -798,7 +475,7 @@ static int render_prom(FILE *f, void *arg)
 /* One interval report on stdout; then a new epoch for the _max gauges. */
 static int report(struct run *r)
 {
-	double now = mono_now();
+	double now = tool_now();
 	struct obs_snap s;
 	int ret;
 
@@ -808,7 +485,7 @@ static int report(struct run *r)
 		return ret;
 	}
 	r->rc.interval_s = now - r->last_report;
-	if (env.json)
+	if (tool.json)
 		ret = obs_print_json(stdout, &s, &r->rc);
 	else
 		ret = obs_print_table(stdout, &s, &r->rc);
@@ -819,24 +496,6 @@ static int report(struct run *r)
 	r->last_report = now;
 	obs_snap_free(&s);
 	return ret;
-}
-
-/* Kernel-side runs skipped (another BPF program was running on that CPU). */
-static unsigned long long prog_misses(struct qilin_observer_bpf *skel)
-{
-	unsigned long long misses = 0;
-	struct bpf_program *prog;
-
-	bpf_object__for_each_program(prog, skel->obj)
-	{
-		struct bpf_prog_info info = {};
-		__u32 len = sizeof(info);
-		int fd = bpf_program__fd(prog);
-
-		if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, &info, &len))
-			misses += info.recursion_misses;
-	}
-	return misses;
 }
 
 /* --self-cost: what each program cost in the kernel while attached
@@ -870,7 +529,7 @@ static void print_self_cost(struct qilin_observer_bpf *skel)
 static void print_caveats(struct run *r)
 {
 	struct obs_snap s;
-	unsigned long long misses = prog_misses(r->skel);
+	unsigned long long misses = tool_prog_misses(r->skel->obj);
 
 	if (obs_snap_read(&r->maps, r->skel->bss->epoch, r->ncpus, &s))
 		return;
@@ -885,7 +544,7 @@ static void print_caveats(struct run *r)
 			NAME ": warning: endpoint map full; %llu retransmits are in the "
 			     "total only\n",
 			(unsigned long long)s.c[OBS_ENDPOINTS_LOST]);
-	if (s.c[OBS_LAT_LOST] && env.verbose)
+	if (s.c[OBS_LAT_LOST] && tool.verbose)
 		fprintf(stderr,
 			NAME ": %llu requests shared a latency slot with another in "
 			     "flight; the earlier one was not timed\n",
@@ -895,11 +554,11 @@ static void print_caveats(struct run *r)
 			NAME ": warning: the kernel skipped %llu runs of these programs "
 			     "(another BPF program was running on that CPU)\n",
 			misses);
-	if (env.verbose)
+	if (tool.verbose)
 		fprintf(stderr, NAME ": %llu target sockets followed, %llu CQ overflows\n",
 			(unsigned long long)s.c[OBS_SOCKS_SEEN],
 			(unsigned long long)s.c[OBS_CQ_OVERFLOWS]);
-	if (env.verbose && s.c[OBS_RETRANS_LATE])
+	if (tool.verbose && s.c[OBS_RETRANS_LATE])
 		fprintf(stderr,
 			NAME ": %llu of the %llu retransmitted segments were counted at a "
 			     "state change of their socket: their tcp_retransmit_skb event did "
@@ -915,15 +574,15 @@ static void print_caveats(struct run *r)
  */
 static int loop(struct run *r, struct usdt_state *u, pid_t tgid, int lfd, bool *exited)
 {
-	double start = mono_now(), next = start + env.interval, end = 0;
+	double start = tool_now(), next = start + tool.interval, end = 0;
 	struct pollfd pfd[2];
 	int pidfd = -1, npfd = 0, pid_idx = -1, http_idx = -1, ret;
 	long reports = 0;
 
 	*exited = false;
 	r->last_report = start;
-	if (env.duration)
-		end = start + env.duration;
+	if (tool.duration)
+		end = start + tool.duration;
 	if (tgid) {
 		pidfd = (int)syscall(SYS_pidfd_open, tgid, 0);
 		if (pidfd >= 0) {
@@ -935,19 +594,19 @@ static int loop(struct run *r, struct usdt_state *u, pid_t tgid, int lfd, bool *
 		http_idx = npfd;
 		pfd[npfd++] = (struct pollfd){ .fd = lfd, .events = POLLIN };
 	}
-	if (!env.json) {
+	if (!tool.json) {
 		if (env.cgroup)
 			printf("Observing cgroup %s", env.cgroup);
 		else
 			printf("Observing pid %d", (int)tgid);
-		printf("; interval %.3g s. Ctrl-C to stop.\n\n", env.interval);
+		printf("; interval %.3g s. Ctrl-C to stop.\n\n", tool.interval);
 		fflush(stdout);
 	}
 	for (;;) {
-		double now = mono_now(), wake = next;
+		double now = tool_now(), wake = next;
 		int timeout;
 
-		if (exiting)
+		if (tool_exiting)
 			break;
 		if (end && end < wake)
 			wake = end;
@@ -971,14 +630,14 @@ static int loop(struct run *r, struct usdt_state *u, pid_t tgid, int lfd, bool *
 			*exited = true;
 			break;
 		}
-		now = mono_now();
+		now = tool_now();
 		if (now >= next - 0.0005 || (end && now >= end - 0.0005)) {
 			if (report(r))
 				goto fail;
 			reports++;
-			next += env.interval;
+			next += tool.interval;
 			if (next < now)
-				next = now + env.interval;
+				next = now + tool.interval;
 			if (u && !u->attached)
 				usdt_try(r->skel, u, tgid, NULL);
 			if ((env.count && reports >= env.count) || (end && now >= end - 0.0005))
@@ -1022,12 +681,12 @@ int main(int argc, char **argv)
 		.doc = argp_doc,
 	};
 	struct qilin_observer_bpf *skel = NULL;
-	struct sigaction sa = { .sa_handler = on_signal };
 	struct usdt_state usdt = { 0 };
-	struct chooser ch = { 0 };
+	struct tool_chooser ch = { 0 };
+	struct tool_child child = { 0 };
 	struct run run = { 0 };
 	const char *nb = getenv("QILIN_OBSERVER_NO_BTF_TP"), *why;
-	int go_fd = -1, err_fd = -1, cg_fd = -1, lfd = -1, stats_fd = -1, ret = 1, err, status;
+	int cg_fd = -1, lfd = -1, stats_fd = -1, ret = 1, err, status;
 	char cmd_path[PATH_MAX];
 	bool exited = false, have_cmd_path = false;
 	long scanned;
@@ -1038,46 +697,18 @@ int main(int argc, char **argv)
 	if (argp_parse(&argp, argc, argv, 0, NULL, NULL))
 		return 2;
 	if (nb && *nb && strcmp(nb, "0"))
-		env.no_btf_tp = true;
-	libbpf_set_print(libbpf_print_fn);
+		tool.no_btf_tp = true;
+	tool_libbpf_print_to(&tool);
 
-	if (!have_bpf_caps()) {
-		explain_eperm();
+	if (tool_chooser_init(&ch, &tool))
 		return 1;
-	}
-	if (access(VMLINUX_BTF, R_OK)) {
-		fprintf(stderr,
-			NAME ": no kernel BTF at %s (%s): the kernel needs "
-			     "CONFIG_DEBUG_INFO_BTF=y for these CO-RE programs\n",
-			VMLINUX_BTF, strerror(errno));
-		return 1;
-	}
-	ch.btf = btf__load_vmlinux_btf();
-	if (!ch.btf) {
-		fprintf(stderr, NAME ": cannot read the kernel BTF at %s: %s\n", VMLINUX_BTF,
-			strerror(errno));
-		return 1;
-	}
-	ch.events = tracefs_events(&ch.events_err);
 	obs_names_init(ch.btf);
 
 	/* The target. */
-	if (env.pid) {
-		tgid = pid_to_tgid(env.pid);
-		if (tgid == -ENOENT || tgid == -ESRCH) {
-			fprintf(stderr, NAME ": no process with pid %d\n", (int)env.pid);
+	if (tool.pid) {
+		tgid = tool_target_pid(&tool, tool.pid);
+		if (tgid < 0)
 			goto out;
-		}
-		if (tgid < 0) {
-			fprintf(stderr, NAME ": cannot read /proc/%d/status: %s\n", (int)env.pid,
-				strerror(-tgid));
-			goto out;
-		}
-		if (tgid != env.pid)
-			fprintf(stderr,
-				NAME ": %d is a thread of process %d; observing the whole "
-				     "process\n",
-				(int)env.pid, (int)tgid);
 	} else if (env.cgroup) {
 		struct statfs sfs;
 
@@ -1096,17 +727,11 @@ int main(int argc, char **argv)
 		}
 	} else {
 		have_cmd_path = resolve_cmd(env.cmd[0], cmd_path, sizeof(cmd_path));
-		tgid = spawn_paused(env.cmd, &go_fd, &err_fd);
-		if (tgid < 0) {
-			fprintf(stderr, NAME ": cannot start %s: %s\n", env.cmd[0],
-				strerror(-tgid));
-			tgid = 0;
+		tgid = tool_child_start(&tool, &child, env.cmd);
+		if (tgid < 0)
 			goto out;
-		}
-		child_pid = tgid;
 	}
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	tool_catch_signals();
 
 	/* Before loading anything: a bad address fails fast. */
 	if (env.prom) {
@@ -1142,13 +767,7 @@ int main(int argc, char **argv)
 	}
 	err = qilin_observer_bpf__load(skel);
 	if (err) {
-		if (err == -EPERM || err == -EACCES)
-			explain_eperm();
-		else
-			fprintf(stderr,
-				NAME ": loading the BPF programs failed: %s (-v shows "
-				     "libbpf's log)\n",
-				strerror(-err));
+		tool_say_load_failed(&tool, err);
 		goto out;
 	}
 	if (cg_fd >= 0) {
@@ -1162,8 +781,7 @@ int main(int argc, char **argv)
 	}
 	err = qilin_observer_bpf__attach(skel);
 	if (err) {
-		fprintf(stderr, NAME ": attaching the BPF programs failed: %s%s\n", strerror(-err),
-			err == -ENOENT ? "; is tracefs mounted? " TRACEFS_HINT : "");
+		tool_say_attach_failed(&tool, err);
 		goto out;
 	}
 	scanned = scan_sockets(skel, (__u32)tgid, skel->rodata->target_cgid);
@@ -1172,15 +790,15 @@ int main(int argc, char **argv)
 			NAME ": warning: cannot scan the target's open sockets (%s): "
 			     "retransmits on sockets idle since attach are missed\n",
 			strerror((int)-scanned));
-	else if (env.verbose)
+	else if (tool.verbose)
 		fprintf(stderr, NAME ": %ld open TCP sockets of the target found at attach\n",
 			scanned);
-	if (tgid && env.pid && kill(tgid, 0) && errno == ESRCH) {
+	if (tgid && tool.pid && kill(tgid, 0) && errno == ESRCH) {
 		fprintf(stderr, NAME ": no process with pid %d (it exited while attaching)\n",
 			(int)tgid);
 		goto out;
 	}
-	if (env.cgroup && env.verbose)
+	if (env.cgroup && tool.verbose)
 		fprintf(stderr, NAME ": cgroup mode: the qilin worker section is per process and "
 				     "stays empty\n");
 	if (tgid)
@@ -1202,30 +820,10 @@ int main(int argc, char **argv)
 	run.rc.pid = env.cgroup ? 0 : tgid;
 	run.rc.cgroup = env.cgroup;
 
-	if (env.cmd) {
-		ssize_t n;
-		int e;
-
-		/* Attached: let CMD exec; learn whether exec failed. */
-		if (write(go_fd, "g", 1) != 1) {
-			fprintf(stderr, NAME ": cannot release %s: %s\n", env.cmd[0],
-				strerror(errno));
-			kill(tgid, SIGKILL);
-		}
-		close(go_fd);
-		go_fd = -1;
-		do
-			n = read(err_fd, &e, sizeof(e));
-		while (n < 0 && errno == EINTR);
-		close(err_fd);
-		err_fd = -1;
-		if (n == sizeof(e)) {
-			fprintf(stderr, NAME ": cannot run %s: %s\n", env.cmd[0], strerror(e));
-			waitpid(tgid, NULL, 0);
-			child_pid = 0;
-			ret = 127;
-			goto out;
-		}
+	/* Attached: let CMD exec; learn whether exec failed. */
+	if (env.cmd && tool_child_release(&tool, &child, env.cmd[0])) {
+		ret = 127;
+		goto out;
 	}
 
 	ret = loop(&run, env.cgroup ? NULL : &usdt, tgid, lfd, &exited);
@@ -1240,24 +838,14 @@ int main(int argc, char **argv)
 		usdt_detach(&usdt);
 		qilin_observer_bpf__destroy(skel);
 		skel = NULL;
-		while (waitpid(tgid, &status, 0) < 0)
-			if (errno != EINTR) {
-				fprintf(stderr, NAME ": waitpid: %s\n", strerror(errno));
-				status = -1;
-				break;
-			}
-		child_pid = 0;
-		if (ret == 0 && status != -1)
-			ret = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+		status = tool_child_wait(&tool, &child);
+		if (ret == 0 && status >= 0)
+			ret = status;
 	}
 
 out:
-	if (go_fd >= 0) {
-		/* CMD never released: EOF on its pipe makes it _exit(127). */
-		close(go_fd);
-		close(err_fd);
-		waitpid(child_pid, NULL, 0);
-	}
+	/* CMD never released: EOF on its pipe makes it _exit(127). */
+	tool_child_abort(&child);
 	if (lfd >= 0)
 		close(lfd);
 	if (stats_fd >= 0)
@@ -1266,6 +854,6 @@ out:
 		close(cg_fd);
 	usdt_detach(&usdt);
 	qilin_observer_bpf__destroy(skel);
-	btf__free(ch.btf);
+	tool_chooser_fini(&ch);
 	return ret;
 }
