@@ -39,20 +39,8 @@
 const volatile __u32 target_tgid = 0;
 const volatile __u64 target_cgid = 0;
 
-/* The main object's map (reused fd); same definition. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, OBS_MAX_SOCKS);
-	__type(key, __u64);
-	__type(value, struct obs_sock);
-} socks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, OBS_MAX_LISTENERS);
-	__type(key, struct obs_listen_key);
-	__type(value, __u32);
-} listeners SEC(".maps");
+/* The main object's maps (reused fds): one definition for both. */
+#include "qilin-observer-socks.bpf.h"
 
 /* Sockets this scan added, read by user space after the run. */
 __u64 scanned = 0;

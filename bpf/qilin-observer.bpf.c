@@ -162,22 +162,8 @@ struct {
 	__type(value, struct obs_hist);
 } sched_delay SEC(".maps");
 
-/* The target's TCP sockets. A plain hash: an entry leaves only at TCP_CLOSE,
- * and a full map is counted (OBS_SOCKS_LOST) rather than making room by
- * evicting a live socket, as an LRU map would, silently. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, OBS_MAX_SOCKS);
-	__type(key, __u64);
-	__type(value, struct obs_sock);
-} socks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, OBS_MAX_LISTENERS);
-	__type(key, struct obs_listen_key);
-	__type(value, __u32);
-} listeners SEC(".maps");
+/* The target's TCP sockets and listeners (shared with the attach-time scan). */
+#include "qilin-observer-socks.bpf.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
