@@ -15,6 +15,8 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -261,5 +263,89 @@ static inline int write_json_objects(const char *prog, char *const *json, const 
 	}
 	return 0;
 }
+
+/* ------------------------------------------------------------------ rounds */
+
+#define MS_PER_S 1000
+
+static inline void sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / NS_PER_S),
+			       .tv_nsec = (long)(ns % NS_PER_S) };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+static inline double rate_of(uint64_t n, uint64_t ns)
+{
+	return ns ? (double)n * NSEC_PER_SEC / (double)ns : 0;
+}
+
+/* Store err as the first error of a round unless one is there already (any thread). */
+static inline void set_err(_Atomic int *slot, int err)
+{
+	int none = 0;
+
+	/* Relaxed: the main thread reads it after the round's eventfd signal, a syscall pair. */
+	atomic_compare_exchange_strong_explicit(slot, &none, err, memory_order_relaxed,
+						memory_order_relaxed);
+}
+
+/* Wake the main thread (from a task). */
+static inline void signal_main(int efd)
+{
+	uint64_t one = 1;
+
+	/* An eventfd write of 1 cannot block or fail short of a counter overflow. */
+	if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		abort();
+}
+
+/*
+ * Wait for a task's signal on efd, at most timeout_s seconds. Returns 0, -errno, or
+ * -ETIMEDOUT after saying what hung (the caller then prints the executor's counters and
+ * gives up: the round's tasks may still run, so nothing they can reach may be freed).
+ */
+static inline int wait_efd(int efd, unsigned timeout_s, const char *what)
+{
+	struct pollfd pfd = { .fd = efd, .events = POLLIN };
+	uint64_t v;
+	int ret;
+
+	do
+		ret = poll(&pfd, 1, (int)timeout_s * MS_PER_S);
+	while (ret < 0 && errno == EINTR);
+	if (ret < 0) {
+		ret = -errno;
+		fprintf(stderr, BENCH_PROG ": poll: %s\n", strerror(-ret));
+		return ret;
+	}
+	if (ret == 0) {
+		fprintf(stderr, BENCH_PROG ": HANG: %s did not finish within %u s\n", what,
+			timeout_s);
+		return -ETIMEDOUT;
+	}
+	if (read(efd, &v, sizeof(v)) != (ssize_t)sizeof(v)) {
+		fprintf(stderr, BENCH_PROG ": eventfd read: %s\n", strerror(errno));
+		return -EIO;
+	}
+	return 0;
+}
+
+#ifdef QILIN_H
+static inline void print_counters(const char *what, const struct ql_stats *st)
+{
+	const struct ql_worker_stats *t = &st->total;
+
+	fprintf(stderr,
+		BENCH_PROG ": %s: spawned %" PRIu64 " run %" PRIu64 " stolen %" PRIu64
+		" parks %" PRIu64 " wakeups %" PRIu64 " ticks %" PRIu64 " sqes %" PRIu64
+		" enters %" PRIu64 " cqes %" PRIu64 " dropped %" PRIu64 " runq %" PRIu64
+		" inflight %" PRIu64 " global %" PRIu64 "\n",
+		what, t->spawned, t->run, t->stolen, t->parks, t->wakeups, t->ticks, t->sqes,
+		t->enters, t->cqes, t->dropped, t->runq_depth, t->inflight, st->global_depth);
+}
+#endif
 
 #endif /* QILIN_BENCH_UTIL_H */

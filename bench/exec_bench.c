@@ -149,7 +149,6 @@
 
 #define NS_PER_MS 1000000ull
 #define NS_PER_US 1000ull
-#define MS_PER_S 1000
 #define NSEC_PER_USEC 1000.0
 
 /* Room for one line of go-spawn output, a shell command, and one anomaly message. */
@@ -225,20 +224,6 @@ static uint64_t process_cpu_ns(void)
 	return cpu_clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 }
 
-static void sleep_ns(uint64_t ns)
-{
-	struct timespec ts = { .tv_sec = (time_t)(ns / NS_PER_S),
-			       .tv_nsec = (long)(ns % NS_PER_S) };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
-static double rate_of(uint64_t n, uint64_t ns)
-{
-	return ns ? (double)n * NSEC_PER_SEC / (double)ns : 0;
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -266,45 +251,12 @@ __attribute__((format(printf, 2, 3))) static void anomaly(struct bench *b, const
 	va_end(ap);
 }
 
-/* Store err as the first error of a round unless one is there already (any thread). */
-static void set_err(_Atomic int *slot, int err)
-{
-	int none = 0;
-
-	/* Relaxed: the main thread reads it after the round's eventfd signal, a syscall pair. */
-	atomic_compare_exchange_strong_explicit(slot, &none, err, memory_order_relaxed,
-						memory_order_relaxed);
-}
-
-/* Wake the main thread (from a task). */
-static void signal_main(int efd)
-{
-	uint64_t one = 1;
-
-	/* An eventfd write of 1 cannot block or fail short of a counter overflow. */
-	if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
-		abort();
-}
-
 static void read_stats(struct bench *b, struct ql_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->sz = sizeof(*st);
 	if (ql_exec_stats(b->ex, st))
 		anomaly(b, "ql_exec_stats failed");
-}
-
-static void print_counters(const char *what, const struct ql_stats *st)
-{
-	const struct ql_worker_stats *t = &st->total;
-
-	fprintf(stderr,
-		"exec_bench: %s: spawned %" PRIu64 " run %" PRIu64 " stolen %" PRIu64
-		" parks %" PRIu64 " wakeups %" PRIu64 " ticks %" PRIu64 " sqes %" PRIu64
-		" enters %" PRIu64 " cqes %" PRIu64 " dropped %" PRIu64 " runq %" PRIu64
-		" inflight %" PRIu64 " global %" PRIu64 "\n",
-		what, t->spawned, t->run, t->stolen, t->parks, t->wakeups, t->ticks, t->sqes,
-		t->enters, t->cqes, t->dropped, t->runq_depth, t->inflight, st->global_depth);
 }
 
 /*
@@ -339,32 +291,15 @@ static int worker_shares(struct bench *b, double *share)
  */
 static int wait_signal(struct bench *b, const char *what)
 {
-	struct pollfd pfd = { .fd = b->efd, .events = POLLIN };
-	uint64_t v;
-	int ret;
+	int ret = wait_efd(b->efd, b->c->timeout_s, what);
 
-	do
-		ret = poll(&pfd, 1, (int)b->c->timeout_s * MS_PER_S);
-	while (ret < 0 && errno == EINTR);
-	if (ret < 0) {
-		ret = -errno;
-		fprintf(stderr, "exec_bench: poll: %s\n", strerror(-ret));
-		return ret;
-	}
-	if (ret == 0) {
+	if (ret == -ETIMEDOUT) {
 		struct ql_stats st;
 
-		fprintf(stderr, "exec_bench: HANG: %s did not finish within %u s\n", what,
-			b->c->timeout_s);
 		read_stats(b, &st);
 		print_counters("counters at the hang", &st);
-		return -ETIMEDOUT;
 	}
-	if (read(b->efd, &v, sizeof(v)) != (ssize_t)sizeof(v)) {
-		fprintf(stderr, "exec_bench: eventfd read: %s\n", strerror(errno));
-		return -EIO;
-	}
-	return 0;
+	return ret;
 }
 
 /* ------------------------------------------------------------------ executor lifetime */

@@ -186,7 +186,6 @@ static const uint64_t default_park_sizes[] = { 100000, 1000000 };
 #define RSS_CAP_PCT 70
 
 #define NS_PER_MS 1000000ull
-#define MS_PER_S 1000
 #define KIB 1024.0
 
 #define LINE_LEN 1024
@@ -245,20 +244,6 @@ struct bench {
 
 /* ------------------------------------------------------------------ small helpers */
 
-static void sleep_ns(uint64_t ns)
-{
-	struct timespec ts = { .tv_sec = (time_t)(ns / NS_PER_S),
-			       .tv_nsec = (long)(ns % NS_PER_S) };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
-static double rate_of(uint64_t n, uint64_t ns)
-{
-	return ns ? (double)n * NSEC_PER_SEC / (double)ns : 0;
-}
-
 /* Record something that looked wrong; printed after the scenario and kept in the JSON. */
 __attribute__((format(printf, 2, 3))) static void anomaly(struct bench *b, const char *fmt, ...)
 {
@@ -271,26 +256,6 @@ __attribute__((format(printf, 2, 3))) static void anomaly(struct bench *b, const
 	va_end(ap);
 }
 
-/* Store err as the first error of a round unless one is there already (any thread). */
-static void set_err(_Atomic int *slot, int err)
-{
-	int none = 0;
-
-	/* Relaxed: the main thread reads it after the round's eventfd signal, a syscall pair. */
-	atomic_compare_exchange_strong_explicit(slot, &none, err, memory_order_relaxed,
-						memory_order_relaxed);
-}
-
-/* Wake the main thread (from a task). */
-static void signal_main(int efd)
-{
-	uint64_t one = 1;
-
-	/* An eventfd write of 1 cannot block or fail short of a counter overflow. */
-	if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
-		abort();
-}
-
 static int read_stats(struct ql_exec *ex, struct ql_stats *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -298,57 +263,23 @@ static int read_stats(struct ql_exec *ex, struct ql_stats *st)
 	return ql_exec_stats(ex, st);
 }
 
-static void print_counters(const char *what, const struct ql_stats *st)
-{
-	const struct ql_worker_stats *t = &st->total;
-
-	fprintf(stderr,
-		"task_bench: %s: spawned %" PRIu64 " run %" PRIu64 " stolen %" PRIu64
-		" parks %" PRIu64 " wakeups %" PRIu64 " ticks %" PRIu64 " sqes %" PRIu64
-		" enters %" PRIu64 " cqes %" PRIu64 " dropped %" PRIu64 " runq %" PRIu64
-		" inflight %" PRIu64 " global %" PRIu64 "\n",
-		what, t->spawned, t->run, t->stolen, t->parks, t->wakeups, t->ticks, t->sqes,
-		t->enters, t->cqes, t->dropped, t->runq_depth, t->inflight, st->global_depth);
-}
-
 /*
- * Wait for a task's signal on efd, at most timeout_s seconds. Returns 0, or -ETIMEDOUT
- * after printing the executor's counters (the caller then gives up: the round's tasks may
- * still run, so nothing they can reach may be freed).
+ * wait_efd() (bench_util.h), then on a hang the executor's counters. Returns what
+ * wait_efd() returned.
  */
-static int wait_efd(int efd, struct ql_exec *ex, unsigned timeout_s, const char *what)
+static int wait_exec(int efd, struct ql_exec *ex, unsigned timeout_s, const char *what)
 {
-	struct pollfd pfd = { .fd = efd, .events = POLLIN };
-	uint64_t v;
-	int ret;
+	struct ql_stats st;
+	int ret = wait_efd(efd, timeout_s, what);
 
-	do
-		ret = poll(&pfd, 1, (int)timeout_s * MS_PER_S);
-	while (ret < 0 && errno == EINTR);
-	if (ret < 0) {
-		ret = -errno;
-		fprintf(stderr, "task_bench: poll: %s\n", strerror(-ret));
-		return ret;
-	}
-	if (ret == 0) {
-		struct ql_stats st;
-
-		fprintf(stderr, "task_bench: HANG: %s did not finish within %u s\n", what,
-			timeout_s);
-		if (ex && !read_stats(ex, &st))
-			print_counters("counters at the hang", &st);
-		return -ETIMEDOUT;
-	}
-	if (read(efd, &v, sizeof(v)) != (ssize_t)sizeof(v)) {
-		fprintf(stderr, "task_bench: eventfd read: %s\n", strerror(errno));
-		return -EIO;
-	}
-	return 0;
+	if (ret == -ETIMEDOUT && ex && !read_stats(ex, &st))
+		print_counters("counters at the hang", &st);
+	return ret;
 }
 
 static int wait_signal(struct bench *b, const char *what)
 {
-	return wait_efd(b->efd, b->ex, b->c->timeout_s, what);
+	return wait_exec(b->efd, b->ex, b->c->timeout_s, what);
 }
 
 /* Median, minimum and maximum of v[0..n) without reordering v. */
@@ -1368,7 +1299,7 @@ static int child_park(const struct config *c)
 			return 1;
 		}
 	}
-	if (wait_efd(pk.efd, pk.ex, c->timeout_s, "the release of the parked tasks"))
+	if (wait_exec(pk.efd, pk.ex, c->timeout_s, "the release of the parked tasks"))
 		return 1;
 	r.release_ns = now_ns() - t0;
 	/* Acquire: pairs with the last parked_done()'s acq_rel decrement. */
@@ -1549,7 +1480,7 @@ static int pend_phase(const struct config *c, enum pend_phase phase)
 			return -1;
 		}
 	}
-	if (wait_efd(pd.efd, pd.ex, c->timeout_s,
+	if (wait_exec(pd.efd, pd.ex, c->timeout_s,
 		     phase == PHASE_WARM ? "the ring warm-up" : "issuing the timeouts"))
 		return -1;
 	/* Acquire: pairs with the last pend_worker_done()'s acq_rel decrement. */
