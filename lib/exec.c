@@ -1534,27 +1534,13 @@ static int io_buffer_op(unsigned opcode, int fd, const void *buf, size_t n, int6
 	struct io_uring_sqe *sqe;
 	int ret;
 
-	if (fd < 0)
-		return -EBADF;
-	if ((!buf && n) || n > UINT32_MAX)
-		return -EINVAL;
+	ret = ql__buf_check(fd, buf, n);
+	if (ret < 0)
+		return ret;
 	ret = io_begin(fn, arg, &io, &sqe);
 	if (ret < 0)
 		return ret;
-	switch (opcode) {
-	case IORING_OP_READ:
-		io_uring_prep_read(sqe, fd, (void *)buf, (unsigned)n, (uint64_t)off);
-		break;
-	case IORING_OP_WRITE:
-		io_uring_prep_write(sqe, fd, buf, (unsigned)n, (uint64_t)off);
-		break;
-	case IORING_OP_RECV:
-		io_uring_prep_recv(sqe, fd, (void *)buf, n, flags);
-		break;
-	default: /* IORING_OP_SEND */
-		io_uring_prep_send(sqe, fd, buf, n, flags);
-		break;
-	}
+	ql__buf_prep(sqe, opcode, fd, buf, n, off, flags);
 	return 0;
 }
 

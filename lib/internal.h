@@ -17,6 +17,7 @@
 #ifndef QILIN_LIB_INTERNAL_H
 #define QILIN_LIB_INTERNAL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdatomic.h>
@@ -220,6 +221,39 @@ int ql__run_on(struct ql_worker *w, void (*fn)(void *), void *arg);
 /* Arm a one-shot absolute CLOCK_MONOTONIC timeout whose continuation is cb(arg, res). */
 int ql__timer_arm(struct ql_worker *w, uint64_t abs_ns, ql_io_fn cb, void *arg,
 		  struct ql_op **op);
+/*
+ * The buffer operations (read, write, recv, send) of both I/O forms, callback
+ * (exec.c) and blocking (task.c): one set of argument checks, one prep per
+ * opcode. ql__buf_check returns 0 or -errno.
+ */
+static inline int ql__buf_check(int fd, const void *buf, size_t n)
+{
+	if (fd < 0)
+		return -EBADF;
+	if ((!buf && n) || n > UINT32_MAX)
+		return -EINVAL;
+	return 0;
+}
+
+static inline void ql__buf_prep(struct io_uring_sqe *sqe, unsigned opcode, int fd,
+				const void *buf, size_t n, int64_t off, int flags)
+{
+	switch (opcode) {
+	case IORING_OP_READ:
+		io_uring_prep_read(sqe, fd, (void *)buf, (unsigned)n, (uint64_t)off);
+		break;
+	case IORING_OP_WRITE:
+		io_uring_prep_write(sqe, fd, buf, (unsigned)n, (uint64_t)off);
+		break;
+	case IORING_OP_RECV:
+		io_uring_prep_recv(sqe, fd, (void *)buf, n, flags);
+		break;
+	default: /* IORING_OP_SEND */
+		io_uring_prep_send(sqe, fd, buf, n, flags);
+		break;
+	}
+}
+
 /* Executor state. Acquire: a worker that sees STOPPING also sees what shutdown wrote before. */
 static inline int ql__exec_state(const struct ql_exec *ex)
 {

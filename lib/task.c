@@ -1385,25 +1385,12 @@ ssize_t ql_write(int fd, const void *buf, size_t n)
 /* The buffer calls: one set of checks, one prep per opcode. */
 static ssize_t io_buf(unsigned opcode, int fd, const void *buf, size_t n, off_t off, int flags)
 {
-	if (fd < 0)
-		return -EBADF;
-	if ((!buf && n) || n > UINT32_MAX)
-		return -EINVAL;
+	int bad = ql__buf_check(fd, buf, n);
+
+	if (bad < 0)
+		return bad;
 	IO_BEGIN();
-	switch (opcode) {
-	case IORING_OP_READ:
-		io_uring_prep_read(sqe, fd, (void *)buf, (unsigned)n, (uint64_t)off);
-		break;
-	case IORING_OP_WRITE:
-		io_uring_prep_write(sqe, fd, buf, (unsigned)n, (uint64_t)off);
-		break;
-	case IORING_OP_RECV:
-		io_uring_prep_recv(sqe, fd, (void *)buf, n, flags);
-		break;
-	default: /* IORING_OP_SEND */
-		io_uring_prep_send(sqe, fd, buf, n, flags);
-		break;
-	}
+	ql__buf_prep(sqe, opcode, fd, buf, n, off, flags);
 	return io_wait(t, 0);
 }
 
