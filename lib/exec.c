@@ -95,8 +95,8 @@ _Static_assert(QL_BATCH_MAX == QL_DEQUE_SIZE / 2, "a batch is half a deque");
 /* How often shutdown looks whether the work has drained. */
 #define QL_DRAIN_POLL_NS 200000ull
 
-__thread struct ql_worker *ql__self;
-__thread struct ql_chain *ql__chain;
+QL_TLS struct ql_worker *ql__self;
+QL_TLS struct ql_chain *ql__chain;
 
 /* A spin-wait hint to the CPU (lets the sibling hyper-thread run). */
 static inline void cpu_relax(void)
@@ -326,18 +326,6 @@ static void make_ready(struct ql_worker *w, struct ql_job *t)
 	else
 		w->ready_head = prev;
 	w->ready_tail = prev;
-	w->nready++;
-}
-
-/* At the end of the ready list: behind everything ready now (a yield). */
-void ql__ready_append(struct ql_worker *w, struct ql_job *t)
-{
-	t->node.next = NULL;
-	if (w->ready_tail)
-		w->ready_tail->node.next = &t->node;
-	else
-		w->ready_head = t;
-	w->ready_tail = t;
 	w->nready++;
 }
 

@@ -203,10 +203,17 @@ struct ql_exec {
 	_Alignas(QL_CACHELINE) struct ql_task *_Atomic stack_free;
 };
 
+/*
+ * The initial-exec TLS model: the library is linked at start-up, never
+ * dlopen'ed late, so its thread-locals sit in the static TLS block and are
+ * read with one %fs-relative load instead of a __tls_get_addr call (the
+ * default for -fPIC code).
+ */
+#define QL_TLS __thread __attribute__((tls_model("initial-exec")))
 /* The worker the calling thread is, or NULL. */
-extern __thread struct ql_worker *ql__self;
+extern QL_TLS struct ql_worker *ql__self;
 /* The defer chain ql_defer pushes on: the running task's, or NULL. */
-extern __thread struct ql_chain *ql__chain;
+extern QL_TLS struct ql_chain *ql__chain;
 
 /* exec.c, for task.c. All from the owner worker unless said otherwise. */
 /* Queue a new job (counted as spawned). Any thread. Returns 0 or -errno. */
@@ -215,7 +222,19 @@ int ql__job_spawn(struct ql_exec *ex, struct ql_job *j);
 void ql__job_ready(struct ql_exec *ex, struct ql_worker *home, struct ql_job *j);
 /* Put a job in w's LIFO slot / at the end of its ready list. */
 void ql__make_ready(struct ql_worker *w, struct ql_job *j);
-void ql__ready_append(struct ql_worker *w, struct ql_job *j);
+
+/* Owner only. At the end of the ready list: behind everything ready now (a yield). */
+static inline void ql__ready_append(struct ql_worker *w, struct ql_job *j)
+{
+	j->node.next = NULL;
+	if (w->ready_tail)
+		w->ready_tail->node.next = &j->node;
+	else
+		w->ready_head = j;
+	w->ready_tail = j;
+	w->nready++;
+}
+
 /* Run fn(arg) as a library job on worker w (w's inbox from another thread). Any thread. */
 int ql__run_on(struct ql_worker *w, void (*fn)(void *), void *arg);
 /* Arm a one-shot absolute CLOCK_MONOTONIC timeout whose continuation is cb(arg, res). */

@@ -136,6 +136,17 @@ unsigned ql__deque_steal_half(struct ql_deque *victim, struct ql_deque *dst);
 unsigned ql__deque_len(const struct ql_deque *d);
 
 /*
+ * Any thread, a hint like ql__deque_len: nonzero when the deque looked
+ * non-empty. Inline, for the hot paths that only ask "is anything queued?"
+ * (relaxed loads: nothing is read on the strength of the answer).
+ */
+static inline int ql__deque_any(const struct ql_deque *d)
+{
+	return atomic_load_explicit(&d->bottom, memory_order_relaxed) >
+	       atomic_load_explicit(&d->top, memory_order_relaxed);
+}
+
+/*
  * An intrusive queue node, embedded in the caller's object (a task, say),
  * which the caller recovers with container_of(). A node is in at most one
  * queue at a time, and belongs to that queue from the push that puts it in

@@ -195,10 +195,25 @@ static _Atomic unsigned stack_colour; /* stack_map's colour sequence */
 /* ------------------------------------------------------------ small helpers */
 
 /*
- * The calling thread's worker. Not inlined, and opaque to the optimiser, so
- * that code on a task's stack never reuses a thread-local address computed
- * before a switch (the task may have moved to another thread since).
+ * The calling thread's worker, read afresh: code on a task's stack must
+ * never reuse a thread-local address computed before a switch (the task may
+ * have moved to another thread since). On x86_64 one volatile asm load
+ * through %fs, which the compiler can neither cache nor move across the
+ * switch (a call); elsewhere a call the optimiser cannot see into.
  */
+#if defined(__x86_64__)
+static inline struct ql_worker *cur_worker(void)
+{
+	struct ql_worker *w;
+
+	__asm__ __volatile__("movq ql__self@gottpoff(%%rip), %0\n\t"
+			     "movq %%fs:(%0), %0"
+			     : "=r"(w)
+			     :
+			     : "memory");
+	return w;
+}
+#else
 static __attribute__((noinline)) struct ql_worker *cur_worker(void)
 {
 	struct ql_worker *w = ql__self;
@@ -206,6 +221,7 @@ static __attribute__((noinline)) struct ql_worker *cur_worker(void)
 	__asm__ __volatile__("" : "+r"(w)::"memory");
 	return w;
 }
+#endif
 
 /* The running stackful task, or NULL. */
 static inline struct ql_task *cur_task(void)
@@ -638,26 +654,37 @@ static int scope_reason(const struct ql_scope *s)
 	return 0;
 }
 
-/* Why t's calls must fail now: 0, ECANCELED or ETIMEDOUT. */
-static int cancel_reason(struct ql_task *t)
+/* cancel_reason() past its first checks: the task runs in a scope. */
+static __attribute__((noinline)) int cancel_reason_scoped(struct ql_task *t)
 {
-	/* seq_cst: the task's half of the flag/park hand-shake. */
-	int k = atomic_load_explicit(&t->killed, memory_order_seq_cst);
+	int k = scope_reason(t->cur_scope);
 
-	if (k)
-		return k;
-	/* Shutdown past its grace period cancels every task. */
-	if (__builtin_expect(ql__exec_state(t->ex) == QL_EXEC_STOPPING, 0))
-		return ECANCELED;
-	if (!t->cur_scope)
-		return 0;
-	k = scope_reason(t->cur_scope);
 	if (k)
 		return k;
 	/* The deadline timer may not have fired yet: the clock decides. */
 	if (t->cur_scope->deadline != QL_NO_DEADLINE && ql_now() >= t->cur_scope->deadline)
 		return ETIMEDOUT;
 	return 0;
+}
+
+/*
+ * Why t's calls must fail now: 0, ECANCELED or ETIMEDOUT. Inline: every
+ * blocking call and every yield asks, and a task outside any scope answers
+ * with three loads.
+ */
+static inline int cancel_reason(struct ql_task *t)
+{
+	/* seq_cst: the task's half of the flag/park hand-shake. */
+	int k = atomic_load_explicit(&t->killed, memory_order_seq_cst);
+
+	if (__builtin_expect(k != 0, 0))
+		return k;
+	/* Shutdown past its grace period cancels every task. */
+	if (__builtin_expect(ql__exec_state(t->ex) == QL_EXEC_STOPPING, 0))
+		return ECANCELED;
+	if (!t->cur_scope)
+		return 0;
+	return cancel_reason_scoped(t);
 }
 
 /* On w, the worker holding t's operation: ask the kernel to cancel it. */
@@ -1231,7 +1258,7 @@ static int yield_direct(struct ql_task *t)
 
 	/* Only when nothing else is queued here: a yield goes behind all of it. */
 	if (!j || j->kind != QL_JOB_GO || w->lifo || w->direct >= QL_DIRECT_MAX ||
-	    w->bl_head || w->ib_rest || ql__deque_len(&w->dq))
+	    w->bl_head || w->ib_rest || ql__deque_any(&w->dq))
 		return 0;
 	w->direct++;
 	w->ready_head = j->node.next ? (struct ql_job *)((char *)j->node.next -
