@@ -36,6 +36,17 @@ void ql__ctx_switch(struct ql_ctx *from, struct ql_ctx *to);
  */
 void ql__ctx_make(struct ql_ctx *c, void *stack_top, void (*entry)(void *), void *arg);
 
+/*
+ * Save the running context in *from (as ql__ctx_switch does) and start
+ * entry(arg) on the stack whose highest address is stack_top (aligned down
+ * to 16), writing nothing on that stack first: the lazy form of
+ * ql__ctx_make plus the first switch, for contexts that may wait long
+ * before they run (a stackful task). The new context starts with the
+ * running thread's FP control state. Returns when something switches back
+ * to *from. entry must never return.
+ */
+void ql__ctx_start(struct ql_ctx *from, void *stack_top, void (*entry)(void *), void *arg);
+
 /* A stack: usable bytes [base, base + size), a guard page below base. */
 struct ql_stack {
 	void *map;	/* the mapping (guard page included) */

@@ -44,7 +44,8 @@
  * space by GCC). With -mbranch-protection=bti (or =standard) the switch
  * starts with a BTI landing pad and the object carries the GNU property note
  * saying so, so that linking it does not turn BTI off for the whole program;
- * the trampoline is only ever reached by `ret`, which BTI does not check.
+ * the trampoline is only ever reached by `ret` or a direct `b`, which BTI
+ * does not check.
  */
 #if defined(__ARM_FEATURE_BTI_DEFAULT) && __ARM_FEATURE_BTI_DEFAULT
 #define BTI_C	hint	#34		/* bti c; a no-op on cores without BTI */
@@ -119,8 +120,52 @@ ql__ctx_switch:
 	.size	ql__ctx_switch, .-ql__ctx_switch
 
 /*
+ * ql__ctx_start(from, top, entry, arg): save the running context in *from
+ * exactly as ql__ctx_switch does (so switching back to *from later returns
+ * from this call), then begin entry(arg) on the stack whose highest address
+ * is top, aligned down to 16 here, with x29 and x30 zero. Nothing is
+ * written on the new stack before entry runs. FPCR is left as it is: the
+ * new context keeps the running thread's.
+ */
+	.globl	ql__ctx_start
+	.hidden	ql__ctx_start
+	.type	ql__ctx_start, %function
+	.p2align 4
+ql__ctx_start:
+	.cfi_startproc
+	BTI_C
+	sub	sp, sp, #176
+	.cfi_def_cfa_offset 176
+	stp	x19, x20, [sp, #0]
+	stp	x21, x22, [sp, #16]
+	stp	x23, x24, [sp, #32]
+	stp	x25, x26, [sp, #48]
+	stp	x27, x28, [sp, #64]
+	stp	x29, x30, [sp, #80]
+	.cfi_offset x29, -96
+	.cfi_offset x30, -88
+	stp	d8, d9, [sp, #96]
+	stp	d10, d11, [sp, #112]
+	stp	d12, d13, [sp, #128]
+	stp	d14, d15, [sp, #144]
+	mrs	x9, fpcr
+	str	x9, [sp, #160]
+	str	xzr, [sp, #168]
+	mov	x10, sp
+	str	x10, [x0]		/* from->sp */
+	and	x1, x1, #~15
+	mov	sp, x1			/* the new stack, nothing on it */
+	mov	x19, x3			/* arg, as the trampoline expects */
+	mov	x20, x2			/* entry */
+	mov	x29, #0
+	mov	x30, #0
+	b	ql__ctx_trampoline
+	.cfi_endproc
+	.size	ql__ctx_start, .-ql__ctx_start
+
+/*
  * First code of a new context: sp is 16-byte aligned here (ql__ctx_make
- * arranges it, and the switch pops a frame of a multiple of 16 bytes), so
+ * and ql__ctx_start arrange it, and the switch pops a frame of a multiple of 16 bytes), so
  * entry runs with the ABI's alignment. x29 is 0 and the return address is
  * marked undefined: debuggers and unwinders stop here.
  */

@@ -54,9 +54,42 @@ ql__ctx_switch:
 	.size	ql__ctx_switch, .-ql__ctx_switch
 
 /*
+ * ql__ctx_start(from, top, entry, arg): save the running context in *from
+ * exactly as ql__ctx_switch does (so switching back to *from later returns
+ * from this call), then begin entry(arg) on the stack whose highest address
+ * is top, aligned down to 16 here. Nothing is written on the new stack
+ * before entry runs, unlike ql__ctx_make's frame: a task that has not run
+ * yet costs no store to its (cold) stack. The new context keeps the
+ * running thread's x87 control word and MXCSR.
+ */
+	.globl	ql__ctx_start
+	.hidden	ql__ctx_start
+	.type	ql__ctx_start, @function
+ql__ctx_start:
+	.cfi_startproc
+	pushq	%rbp
+	pushq	%rbx
+	pushq	%r12
+	pushq	%r13
+	pushq	%r14
+	pushq	%r15
+	subq	$16, %rsp
+	stmxcsr	8(%rsp)
+	fnstcw	(%rsp)
+	movq	%rsp, (%rdi)		/* from->sp */
+	andq	$-16, %rsi
+	movq	%rsi, %rsp		/* the new stack, nothing on it */
+	movq	%rcx, %r12		/* arg, as the trampoline expects */
+	movq	%rdx, %r13		/* entry */
+	xorl	%ebp, %ebp
+	jmp	ql__ctx_trampoline
+	.cfi_endproc
+	.size	ql__ctx_start, .-ql__ctx_start
+
+/*
  * First code of a new context: rsp is 16-byte aligned here (ql__ctx_make
- * arranges it), so the call below enters entry with the ABI's alignment.
- * rbp is 0: debuggers and unwinders stop here.
+ * and ql__ctx_start arrange it), so the call below enters entry with the
+ * ABI's alignment. rbp is 0: debuggers and unwinders stop here.
  */
 	.globl	ql__ctx_trampoline
 	.hidden	ql__ctx_trampoline

@@ -54,6 +54,7 @@
  * by ql_go (until ql_task_release), and every library job in flight that
  * points at it. The last reference frees the stack.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -128,47 +129,71 @@ static void spin_unlock(struct ql_spin *l)
 	atomic_store_explicit(&l->v, 0, memory_order_release);
 }
 
+/*
+ * A task record, at the top of its own stack mapping. Laid out by cache
+ * line after what touches it, because with a thousand tasks in flight every
+ * record is cold when it is spawned, run, joined and released, and each
+ * line touched is a miss:
+ *   line 0  spawn writes it, the scheduler reads it to run the task;
+ *   line 1  spawn writes it; the end, ql_join and ql_task_release use only it;
+ *   line 2+ the defer chain and what the end reads, left in their initial
+ *           state by the end (so spawn need not write them);
+ *   the rest: blocking I/O, joins, scopes and the mapping's geometry,
+ *           written only when used, and left idle (NULL, 0, unlocked).
+ * A record in a pool therefore has: the chain empty with no panic, scope and
+ * cur_scope NULL, io_park NULL, lock unlocked, join_target NULL, in_wait 0;
+ * stack_map gives new records that state, and task_end restores it.
+ */
 struct ql_task {
-	struct ql_job job; /* queued like any job; job.fn(job.arg) is the body */
-	struct ql_ctx ctx; /* the task's saved context while not running */
-	struct ql_chain chain;
-	struct ql_exec *ex;
+	/* ---- line 0 ---- */
+	struct ql_job job;	 /* queued like any job; job.fn(job.arg) is the body */
+	struct ql_ctx ctx;	 /* saved context; sp NULL until the first run starts it */
 	struct ql_worker *w;	 /* the worker running it, or where it parked last */
-	uint64_t id;
-	const char *name;
-	void *map;		 /* the mapping: guard, stack, this record */
-	size_t map_len;
-	char *stack_lo;		 /* lowest usable stack byte */
-	size_t stack_size;	 /* usable stack bytes */
-	size_t size_class;	 /* the stack size asked for (pooled by it) */
-	uint8_t after;		 /* AFTER_*: what the scheduler does next */
-	uint8_t panicked;	 /* ended by a panic nobody recovered */
-	int status;		 /* for ql_join */
+	struct ql_scope *cur_scope; /* the scope its calls obey, or NULL */
+	/* ---- line 1 ---- */
 	_Atomic int refs;
 	_Atomic int killed;	 /* 0 or ECANCELED (ql_cancel) */
+	_Atomic int done;
+	_Atomic int outside_waiters;
+	int status;		 /* for ql_join */
+	uint8_t after;		 /* AFTER_*: what the scheduler does next */
+	uint8_t panicked;	 /* ended by a panic nobody recovered */
+	uint8_t pooled;		 /* default stack size: goes back to a pool */
+	uint8_t in_wait;	 /* in a join target's waiter list (the target's wlock) */
+	/* Being joined: guarded by wlock. */
+	struct ql_task *_Atomic waiters; /* written under wlock, read without it once */
+	struct ql_spin wlock;
+	struct ql_exec *ex;
+	uint64_t id;
+	const char *name;
+	/* ---- line 2 and on ---- */
+	_Alignas(64) struct ql_chain chain;
+	struct ql_scope *scope;	 /* the one it was spawned in, or NULL */
 	void (*commit)(struct ql_task *t); /* park hand-off, run off the task's stack */
 	/* I/O: the operation it is blocked in (at most one). */
-	struct ql_op op;
 	int io_res;
+	struct ql_op op;
 	_Atomic(struct ql_worker *) io_park; /* worker holding its operation, or NULL */
 	/* Joining: the task it waits for, guarded by `lock`. */
 	struct ql_spin lock;
 	struct ql_task *join_target;
 	struct ql_task *wnext, *wprev; /* in the target's waiter list (target's wlock) */
-	uint8_t in_wait;
-	/* Being joined: guarded by wlock. */
-	struct ql_spin wlock;
-	struct ql_task *_Atomic waiters; /* written under wlock, read without it once */
-	_Atomic int done;
-	_Atomic int outside_waiters;
-	/* Scopes: the one it was spawned in, and the current one. */
-	struct ql_scope *scope;
-	struct ql_scope *cur_scope;
 	struct ql_task *snext, *sprev; /* in scope->members (scope's lock) */
 	/* Sanitizers. */
 	void *san_fiber;
 	void *san_fake;
+	/* The mapping, set once by stack_map. */
+	void *map;		 /* guard, stack, this record */
+	size_t map_len;
+	char *stack_lo;		 /* lowest usable stack byte */
+	size_t stack_size;	 /* usable stack bytes */
+	size_t size_class;	 /* the stack size asked for (pooled by it) */
 };
+
+_Static_assert(offsetof(struct ql_task, refs) == 64, "line 1 of a task record moved");
+_Static_assert(offsetof(struct ql_task, name) + sizeof(char *) <= 128,
+	       "line 1 of a task record overflows");
+_Static_assert(offsetof(struct ql_task, chain) == 128, "line 2 of a task record moved");
 
 struct ql_scope {
 	struct ql_scope *parent;
@@ -332,6 +357,8 @@ static void report_map_limit(void)
 /* Record bytes at the top of a mapping (a whole number of cache lines). */
 #define QL_RECORD_BYTES ((sizeof(struct ql_task) + 63) & ~(size_t)63)
 
+static void chain_init(struct ql_chain *c);
+
 /*
  * A new task record with its stack: one mapping of guard + stack + record,
  * reserved PROT_NONE and then opened above the guard (two mappings in the
@@ -365,6 +392,9 @@ static struct ql_task *stack_map(size_t size)
 	size_t colour = slack >= 64 ? (size_t)(seq * 7u % (unsigned)(slack / 64)) * 64 : 0;
 
 	t = (struct ql_task *)(map + len - QL_RECORD_BYTES - colour);
+	/* The idle state a pooled record has (see struct ql_task); the rest is mmap's zeroes. */
+	chain_init(&t->chain);
+	t->pooled = size == QL_STACK_DEFAULT;
 	t->map = map;
 	t->map_len = len;
 	t->stack_lo = map + QL_GUARD;
@@ -446,7 +476,8 @@ static void task_free(struct ql_task *t)
 {
 	struct ql_worker *w = ql__self;
 
-	if (w && w->ex == t->ex && t->size_class == QL_STACK_DEFAULT) {
+	/* Only line 1 is read: the release that got here touched nothing else. */
+	if (w && t->pooled && w->ex == t->ex) {
 		if (w->nstack_pool == QL_STACK_POOL_MAX)
 			stack_pool_spill(w);
 		w->stack_pool[w->nstack_pool++] = t;
@@ -612,6 +643,8 @@ static void task_wake(struct ql_task *t)
 
 static void task_end(struct ql_worker *w, struct ql_task *t);
 
+static void task_entry(void *arg);
+
 int ql__go_run(struct ql_worker *w, struct ql_task *t)
 {
 	w->direct = 0;
@@ -619,7 +652,10 @@ int ql__go_run(struct ql_worker *w, struct ql_task *t)
 	w->cur = t;
 	ql__chain = &t->chain;
 	san_enter_task(w, t);
-	ql__ctx_switch(&w->sched, &t->ctx);
+	if (__builtin_expect(t->ctx.sp != NULL, 1))
+		ql__ctx_switch(&w->sched, &t->ctx);
+	else /* its first run: the stack top is where the record begins */
+		ql__ctx_start(&w->sched, t, task_entry, t);
 	san_back_in_scheduler(w);
 	/* Direct yields may have run others since: the one that switched back is w->cur. */
 	t = w->cur;
@@ -1000,9 +1036,10 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 	if (!t)
 		return -ENOMEM;
 	/*
-	 * Field by field, not memset: the record is cold in the cache more
-	 * often than not, and a wide memset then costs more than the stores.
-	 * The mapping's geometry (map, stack_lo, sizes) was set by stack_map.
+	 * Lines 0 and 1 only, field by field (see struct ql_task): the record
+	 * is cold more often than not, and the rest of it is idle already.
+	 * The stack is not touched: the first run starts the context
+	 * (ql__ctx_start).
 	 */
 	t->job.node.next = NULL;
 	t->job.kind = QL_JOB_GO;
@@ -1011,34 +1048,29 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 	t->job.fn = fn;
 	t->job.arg = arg;
 	t->job.t_ready = 0;
-	chain_init(&t->chain);
-	t->ex = ex;
+	t->ctx.sp = NULL;
 	t->w = self ? self : ex->workers[0];
+	t->cur_scope = NULL;
+	atomic_init(&t->refs, out ? 2 : 1);
+	atomic_init(&t->killed, 0);
+	atomic_init(&t->done, 0);
+	atomic_init(&t->outside_waiters, 0);
+	t->status = 0;
+	t->after = 0;
+	t->panicked = 0;
+	t->in_wait = 0;
+	atomic_init(&t->waiters, NULL);
+	atomic_init(&t->wlock.v, 0);
+	t->ex = ex;
 	/* Unique without a shared counter: a per-worker sequence and the worker in the low bits. */
 	t->id = self ? (++self->task_seq << 11) | (self->id + 1)
 		     : (atomic_fetch_add_explicit(&outside_ids, 1, memory_order_relaxed) + 1) << 11;
 	if (!self)
 		atomic_fetch_add_explicit(&ex->tasks_outside, 1, memory_order_relaxed);
 	t->name = o.name;
-	t->after = 0;
-	t->panicked = 0;
-	t->status = 0;
-	atomic_init(&t->refs, out ? 2 : 1);
-	atomic_init(&t->killed, 0);
-	t->commit = NULL;
-	atomic_init(&t->io_park, NULL);
-	atomic_init(&t->lock.v, 0);
-	t->join_target = NULL;
-	t->wnext = t->wprev = NULL;
-	t->in_wait = 0;
-	atomic_init(&t->wlock.v, 0);
-	atomic_init(&t->waiters, NULL);
-	atomic_init(&t->done, 0);
-	atomic_init(&t->outside_waiters, 0);
-	t->scope = t->cur_scope = NULL;
-	t->snext = t->sprev = NULL;
+#if defined(QL_ASAN) || defined(QL_TSAN)
 	t->san_fiber = t->san_fake = NULL;
-	ql__ctx_make(&t->ctx, t, task_entry, t);
+#endif
 #ifdef QL_TSAN
 	t->san_fiber = __tsan_create_fiber(0);
 #endif
@@ -1048,6 +1080,7 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 		t->scope = s;
 		t->cur_scope = s;
 		spin_lock(&s->lock);
+		t->sprev = NULL;
 		t->snext = s->members;
 		if (s->members)
 			s->members->sprev = t;
@@ -1065,8 +1098,10 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 			atomic_fetch_sub_explicit(&ex->tasks_outside, 1, memory_order_relaxed);
 		if (out)
 			*out = NULL;
-		if (s)
+		if (s) {
 			scope_leave(s, t);
+			t->scope = t->cur_scope = NULL; /* idle again (struct ql_task) */
+		}
 #ifdef QL_TSAN
 		__tsan_destroy_fiber(t->san_fiber);
 #endif
@@ -1096,6 +1131,18 @@ static void task_finish(struct ql_task *t)
 	} else {
 		t->status = (r = cancel_reason(t)) ? -r : 0;
 	}
+	/*
+	 * The chain back in its idle state for the record's next task (struct
+	 * ql_task), now that its lines are hot: empty it is already; a panic
+	 * inside a deferred call never returned to the outer run, whose
+	 * in_defer count is left raised.
+	 */
+	assert(c->n == 0 && !c->chunk);
+	c->in_defer = 0;
+	c->panicking = 0;
+	c->recovered = 0;
+	c->panic_code = 0;
+	c->panic_msg = NULL;
 	task_switch_out(t, AFTER_EXIT);
 	__builtin_unreachable();
 }
@@ -1109,8 +1156,11 @@ static void task_end(struct ql_worker *w, struct ql_task *t)
 #ifdef QL_TSAN
 	__tsan_destroy_fiber(t->san_fiber);
 #endif
-	if (s)
+	if (s) {
 		scope_leave(s, t);
+		t->scope = NULL; /* idle again (struct ql_task) */
+	}
+	t->cur_scope = NULL;
 	/*
 	 * seq_cst store, then seq_cst loads of the waiter list and of the
 	 * outside-waiter count: a joiner publishes itself (under wlock, then a
@@ -1258,7 +1308,8 @@ static int yield_direct(struct ql_task *t)
 
 	/* Only when nothing else is queued here: a yield goes behind all of it. */
 	if (!j || j->kind != QL_JOB_GO || w->lifo || w->direct >= QL_DIRECT_MAX ||
-	    w->bl_head || w->ib_rest || ql__deque_any(&w->dq))
+	    w->bl_head || w->ib_rest || ql__deque_any(&w->dq) ||
+	    !((struct ql_task *)j)->ctx.sp) /* never ran: the scheduler starts it */
 		return 0;
 	w->direct++;
 	w->ready_head = j->node.next ? (struct ql_job *)((char *)j->node.next -

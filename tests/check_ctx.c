@@ -8,6 +8,8 @@
  * the floating-point rounding mode (x87 control word and MXCSR) of each
  * context, and the ABI's 16-byte stack alignment (glibc's printf of a double
  * faults on a misaligned stack). A stack overflow must hit the guard page.
+ * ql__ctx_start, which starts a context without writing a frame first, is
+ * checked the same ways.
  */
 #include <errno.h>
 #include <fenv.h>
@@ -184,6 +186,65 @@ START_TEST(test_abi_alignment)
 }
 END_TEST
 
+/* ------------------------------------------------------------ lazy start */
+
+static long start_arg;
+static int start_round;
+static const char *start_sp;
+
+static void started(void *arg)
+{
+	volatile char here;
+
+	start_arg = (long)(intptr_t)arg;
+	start_round = fegetround();
+	start_sp = (const char *)&here;
+	/* Aligned like any function's frame: a misaligned stack faults here. */
+	fesetround(FE_TONEAREST);
+	snprintf(printed, sizeof(printed), "%.3f %.1e", 3.14159, 2.5e-10);
+	fesetround(FE_DOWNWARD);
+	ql__ctx_switch(&a_ctx, &main_ctx);
+	for (;;)
+		ql__ctx_switch(&a_ctx, &main_ctx);
+}
+
+/*
+ * ql__ctx_start: entry runs at once on the new stack with its argument,
+ * aligned, with the starting thread's rounding mode; the starter's context
+ * (callee-saved values, its own rounding mode) is intact when the new one
+ * switches back, and both go on switching like any pair.
+ */
+START_TEST(test_start_lazy)
+{
+	struct ql_stack st;
+
+	for (int skew = 0; skew < 16; skew += 5) {
+		ck_assert_int_eq(ql__stack_alloc(&st, STACK_SIZE), 0);
+		char *top = (char *)ql__stack_top(&st) - skew;
+		uint64_t v0 = (uint64_t)skew * 11 + 3, v1 = ~v0, v2 = v0 << 7;
+
+		printed[0] = '\0';
+		start_arg = 0;
+		start_sp = NULL;
+		ck_assert_int_eq(fesetround(FE_UPWARD), 0);
+		ql__ctx_start(&main_ctx, top, started, (void *)(intptr_t)(skew + 41));
+		/* Back from the new context's first switch. */
+		ck_assert_int_eq(start_arg, skew + 41);
+		ck_assert_int_eq(start_round, FE_UPWARD);
+		ck_assert_int_eq(fegetround(), FE_UPWARD);
+		ck_assert_str_eq(printed, "3.142 2.5e-10");
+		ck_assert_ptr_nonnull(start_sp);
+		ck_assert(start_sp < top && start_sp >= (char *)st.base);
+		ck_assert_uint_eq(v1, ~v0);
+		ck_assert_uint_eq(v2, v0 << 7);
+		ql__ctx_switch(&main_ctx, &a_ctx);
+		ck_assert_int_eq(fegetround(), FE_UPWARD);
+		fesetround(FE_TONEAREST);
+		ql__stack_free(&st);
+	}
+}
+END_TEST
+
 /* ------------------------------------------------------------ guard page */
 
 static __attribute__((noinline)) long recurse(long n)
@@ -285,6 +346,7 @@ int main(void)
 		{ "callee_saved", test_callee_saved_survive, 10, NULL },
 		{ "fp_control", test_fp_control_per_context, 10, NULL },
 		{ "abi_alignment", test_abi_alignment, 10, NULL },
+		{ "start_lazy", test_start_lazy, 10, NULL },
 		{ "guard_page", test_overflow_hits_guard_page, 10, NULL },
 		{ "many_contexts", test_many_contexts, 30, NULL },
 		{ "stack_arguments", test_stack_arguments, 10, NULL },

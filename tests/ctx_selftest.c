@@ -526,6 +526,48 @@ static void test_alignment(void)
 	ok("entry runs with the ABI's 16-byte stack alignment, for stack tops skewed by 0..15");
 }
 
+/* ------------------------------------------------------------ lazy start */
+
+/* Six values live across ql__ctx_start: kept in callee-saved registers or spilled. */
+static __attribute__((noinline)) uint64_t live_across_start(uint64_t seed, char *top, int skew)
+{
+	uint64_t v0 = seed * 3, v1 = seed ^ 0x5555, v2 = seed + 77, v3 = ~seed, v4 = seed << 3,
+		 v5 = seed * seed;
+
+	ql__ctx_start(&main_ctx, top, align_probe_entry, (void *)(intptr_t)(skew + 200));
+	return v0 ^ (v1 << 1) ^ (v2 << 2) ^ (v3 << 3) ^ (v4 << 4) ^ (v5 << 5);
+}
+
+static void test_start(void)
+{
+	for (int skew = 0; skew < 16; skew++) {
+		struct ql_stack st = xstack(STACK_SIZE);
+		char *top = (char *)ql__stack_top(&st) - skew;
+		uint64_t seed = (uint64_t)skew * 1000003u + 17, want;
+
+		want = seed * 3 ^ ((seed ^ 0x5555) << 1) ^ ((seed + 77) << 2) ^ (~seed << 3) ^
+		       ((seed << 3) << 4) ^ ((seed * seed) << 5);
+		printed[0] = '\0';
+		entry_sp = 1;
+		CHECK(live_across_start(seed, top, skew) == want,
+		      "skew %d: values live across ql__ctx_start changed", skew);
+		CHECK(ENTRY_SP_ALIGNED(entry_sp), "skew %d: sp at entry 0x%llx", skew,
+		      (unsigned long long)entry_sp);
+		CHECK(entry_sp <= (uintptr_t)top && entry_sp >= (uintptr_t)top - 64,
+		      "skew %d: entry sp 0x%llx is not at or just below the top %p", skew,
+		      (unsigned long long)entry_sp, (void *)top);
+		CHECK(body_arg == (uintptr_t)(skew + 200), "skew %d: arg %llu", skew,
+		      (unsigned long long)body_arg);
+		CHECK(strcmp(printed, "3.142 2.5e-10") == 0, "skew %d: printed \"%s\"", skew,
+		      printed);
+		/* The started context switches like any other afterwards. */
+		ql__ctx_switch(&main_ctx, &a_ctx);
+		ql__stack_free(&st);
+	}
+	ok("ql__ctx_start runs entry at once, aligned, with its argument, and keeps the "
+	   "starter's callee-saved values, for stack tops skewed by 0..15");
+}
+
 /* ------------------------------------------------------------ 1000 contexts */
 
 enum { RING = 1000, ROUNDS = 5 };
@@ -639,6 +681,7 @@ int main(void)
 	test_registers_behaviour();
 	test_rounding_per_context();
 	test_alignment();
+	test_start();
 	test_ring();
 	test_faults();
 	printf("ctx_selftest: %s: all passed (%d checks)\n", ARCH, nchecks);
