@@ -1162,6 +1162,17 @@ static void task_end(struct ql_worker *w, struct ql_task *t)
 	}
 	t->cur_scope = NULL;
 	/*
+	 * Sole owner (no handle, no job holding it; the scope cannot hand one
+	 * out any more): nobody can join it, wait for it or take a reference
+	 * now, so there is nothing to publish. A detached task ends without a
+	 * single atomic read-modify-write.
+	 */
+	if (atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
+		w->tasks_ended++;
+		task_free(t);
+		return;
+	}
+	/*
 	 * seq_cst store, then seq_cst loads of the waiter list and of the
 	 * outside-waiter count: a joiner publishes itself (under wlock, then a
 	 * seq_cst fence-like load of done, see join_commit) or its count and
@@ -1184,11 +1195,7 @@ static void task_end(struct ql_worker *w, struct ql_task *t)
 	if (atomic_load_explicit(&t->outside_waiters, memory_order_seq_cst))
 		futex_wake_all(&t->done);
 	w->tasks_ended++;
-	/* Sole owner (no handle, no job holding it): nobody can take a reference now. */
-	if (atomic_load_explicit(&t->refs, memory_order_acquire) == 1)
-		task_free(t);
-	else
-		task_unref(t);
+	task_unref(t);
 }
 
 void ql_task_release(struct ql_task *t)
