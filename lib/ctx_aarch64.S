@@ -62,15 +62,8 @@
 #endif
 #define QL_PROPERTY_FLAGS (QL_PROPERTY_BTI | QL_PROPERTY_PAC)
 
-	.text
-
-	.globl	ql__ctx_switch
-	.hidden	ql__ctx_switch
-	.type	ql__ctx_switch, %function
-	.p2align 4
-ql__ctx_switch:
-	.cfi_startproc
-	BTI_C
+/* Push the frame above (x9 keeps the outgoing FPCR). */
+	.macro	SAVE_FRAME
 	sub	sp, sp, #176
 	.cfi_def_cfa_offset 176
 	stp	x19, x20, [sp, #0]
@@ -87,6 +80,18 @@ ql__ctx_switch:
 	stp	d14, d15, [sp, #144]
 	mrs	x9, fpcr
 	str	x9, [sp, #160]
+	.endm
+
+	.text
+
+	.globl	ql__ctx_switch
+	.hidden	ql__ctx_switch
+	.type	ql__ctx_switch, %function
+	.p2align 4
+ql__ctx_switch:
+	.cfi_startproc
+	BTI_C
+	SAVE_FRAME
 	mov	x10, sp
 	str	x10, [x0]		/* from->sp */
 	ldr	x10, [x1]		/* to->sp */
@@ -134,22 +139,7 @@ ql__ctx_switch:
 ql__ctx_start:
 	.cfi_startproc
 	BTI_C
-	sub	sp, sp, #176
-	.cfi_def_cfa_offset 176
-	stp	x19, x20, [sp, #0]
-	stp	x21, x22, [sp, #16]
-	stp	x23, x24, [sp, #32]
-	stp	x25, x26, [sp, #48]
-	stp	x27, x28, [sp, #64]
-	stp	x29, x30, [sp, #80]
-	.cfi_offset x29, -96
-	.cfi_offset x30, -88
-	stp	d8, d9, [sp, #96]
-	stp	d10, d11, [sp, #112]
-	stp	d12, d13, [sp, #128]
-	stp	d14, d15, [sp, #144]
-	mrs	x9, fpcr
-	str	x9, [sp, #160]
+	SAVE_FRAME
 	str	xzr, [sp, #168]
 	mov	x10, sp
 	str	x10, [x0]		/* from->sp */

@@ -22,13 +22,8 @@
  * arg, r13 = entry and the return address pointing at the trampoline below,
  * so the first switch "returns" into the trampoline, which calls entry(arg).
  */
-	.text
-
-	.globl	ql__ctx_switch
-	.hidden	ql__ctx_switch
-	.type	ql__ctx_switch, @function
-ql__ctx_switch:
-	.cfi_startproc
+/* Push the frame above and store the stack pointer in from->sp (%rdi). */
+	.macro	SAVE_INTO_FROM
 	pushq	%rbp
 	pushq	%rbx
 	pushq	%r12
@@ -39,6 +34,16 @@ ql__ctx_switch:
 	stmxcsr	8(%rsp)
 	fnstcw	(%rsp)
 	movq	%rsp, (%rdi)		/* from->sp */
+	.endm
+
+	.text
+
+	.globl	ql__ctx_switch
+	.hidden	ql__ctx_switch
+	.type	ql__ctx_switch, @function
+ql__ctx_switch:
+	.cfi_startproc
+	SAVE_INTO_FROM
 	movq	(%rsi), %rsp		/* to->sp */
 	fldcw	(%rsp)
 	ldmxcsr	8(%rsp)
@@ -67,16 +72,7 @@ ql__ctx_switch:
 	.type	ql__ctx_start, @function
 ql__ctx_start:
 	.cfi_startproc
-	pushq	%rbp
-	pushq	%rbx
-	pushq	%r12
-	pushq	%r13
-	pushq	%r14
-	pushq	%r15
-	subq	$16, %rsp
-	stmxcsr	8(%rsp)
-	fnstcw	(%rsp)
-	movq	%rsp, (%rdi)		/* from->sp */
+	SAVE_INTO_FROM
 	andq	$-16, %rsi
 	movq	%rsi, %rsp		/* the new stack, nothing on it */
 	movq	%rcx, %r12		/* arg, as the trampoline expects */

@@ -501,6 +501,18 @@ void align_probe_body(void *arg)
 		ql__ctx_switch(&a_ctx, &main_ctx);
 }
 
+/* What align_probe_entry saw when a context on a stack top skewed by skew began. */
+static void check_entry(int skew, const char *top, uintptr_t arg)
+{
+	CHECK(ENTRY_SP_ALIGNED(entry_sp), "skew %d: sp at entry 0x%llx", skew,
+	      (unsigned long long)entry_sp);
+	CHECK(entry_sp <= (uintptr_t)top && entry_sp >= (uintptr_t)top - 64,
+	      "skew %d: entry sp 0x%llx is not at or just below the top %p", skew,
+	      (unsigned long long)entry_sp, (const void *)top);
+	CHECK(body_arg == arg, "skew %d: arg %llu", skew, (unsigned long long)body_arg);
+	CHECK(strcmp(printed, "3.142 2.5e-10") == 0, "skew %d: printed \"%s\"", skew, printed);
+}
+
 static void test_alignment(void)
 {
 	/* An unaligned top is aligned down by ql__ctx_make. */
@@ -512,15 +524,7 @@ static void test_alignment(void)
 		entry_sp = 1;
 		ql__ctx_make(&a_ctx, top, align_probe_entry, (void *)(intptr_t)(skew + 100));
 		ql__ctx_switch(&main_ctx, &a_ctx);
-		CHECK(ENTRY_SP_ALIGNED(entry_sp), "skew %d: sp at entry 0x%llx", skew,
-		      (unsigned long long)entry_sp);
-		CHECK(entry_sp <= (uintptr_t)top && entry_sp >= (uintptr_t)top - 64,
-		      "skew %d: entry sp 0x%llx is not at or just below the top %p", skew,
-		      (unsigned long long)entry_sp, (void *)top);
-		CHECK(body_arg == (uintptr_t)(skew + 100), "skew %d: arg %llu", skew,
-		      (unsigned long long)body_arg);
-		CHECK(strcmp(printed, "3.142 2.5e-10") == 0, "skew %d: printed \"%s\"", skew,
-		      printed);
+		check_entry(skew, top, (uintptr_t)(skew + 100));
 		ql__stack_free(&st);
 	}
 	ok("entry runs with the ABI's 16-byte stack alignment, for stack tops skewed by 0..15");
@@ -551,15 +555,7 @@ static void test_start(void)
 		entry_sp = 1;
 		CHECK(live_across_start(seed, top, skew) == want,
 		      "skew %d: values live across ql__ctx_start changed", skew);
-		CHECK(ENTRY_SP_ALIGNED(entry_sp), "skew %d: sp at entry 0x%llx", skew,
-		      (unsigned long long)entry_sp);
-		CHECK(entry_sp <= (uintptr_t)top && entry_sp >= (uintptr_t)top - 64,
-		      "skew %d: entry sp 0x%llx is not at or just below the top %p", skew,
-		      (unsigned long long)entry_sp, (void *)top);
-		CHECK(body_arg == (uintptr_t)(skew + 200), "skew %d: arg %llu", skew,
-		      (unsigned long long)body_arg);
-		CHECK(strcmp(printed, "3.142 2.5e-10") == 0, "skew %d: printed \"%s\"", skew,
-		      printed);
+		check_entry(skew, top, (uintptr_t)(skew + 200));
 		/* The started context switches like any other afterwards. */
 		ql__ctx_switch(&main_ctx, &a_ctx);
 		ql__stack_free(&st);
