@@ -697,8 +697,13 @@ static inline __attribute__((always_inline)) void run_task(struct ql_worker *w, 
 		STAP_PROBE3(qilin, task_run, t, w->id, delay);
 	}
 	if (t->kind == QL_JOB_GO) {
+		struct ql_task *g = (struct ql_task *)t;
+		struct ql_ctx *c = ql__go_enter(w, g);
+
+		/* Switched from here: the only return after it is the switch's own. */
+		ql__go_switch(w, g, c);
 		/* A stackful task counts as run once, when it ends. */
-		if (!ql__go_run(w, (struct ql_task *)t))
+		if (!ql__go_back(w))
 			return;
 	} else {
 		w->cur_job = t;

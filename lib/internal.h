@@ -25,6 +25,22 @@
 
 #include "ctx.h"
 #include "qilin.h"
+
+/* Sanitizer builds: tasks tell ASan and TSan about each stack switch (task.c). */
+#if defined(__SANITIZE_ADDRESS__)
+#define QL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define QL_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define QL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define QL_TSAN 1
+#endif
+#endif
 #include "queue.h"
 #include "ring.h"
 
@@ -280,8 +296,36 @@ static inline int ql__exec_state(const struct ql_exec *ex)
 }
 
 /* task.c, for exec.c. */
-/* Switch to task t; returns 1 if it ended (then it is gone), 0 if it parked or yielded. */
-int ql__go_run(struct ql_worker *w, struct ql_task *t);
+/*
+ * Running stackful task t, in steps, so that exec.c's worker loop makes the
+ * switch from its own frame (see run_task): ql__go_enter makes t current and
+ * returns the context to switch to, or NULL for a task that never ran, which
+ * is started with ql__ctx_start(&w->sched, t, ql__task_entry, t) instead;
+ * after the switch returns, ql__go_back finishes what the task asked for and
+ * returns 1 if it ended (then it is gone), 0 if it parked or yielded.
+ */
+struct ql_ctx *ql__go_enter(struct ql_worker *w, struct ql_task *t);
+void ql__task_entry(void *arg);
+int ql__go_back(struct ql_worker *w);
+#if defined(QL_ASAN) || defined(QL_TSAN)
+/* The sanitizers' fiber hand-over must come right before the switch, in the same frame. */
+void ql__go_switch_san(struct ql_worker *w, struct ql_task *t, struct ql_ctx *c);
+#endif
+
+/* The switch between ql__go_enter and ql__go_back, made in the caller's frame. */
+static inline __attribute__((always_inline)) void ql__go_switch(struct ql_worker *w,
+								struct ql_task *t,
+								struct ql_ctx *c)
+{
+#if defined(QL_ASAN) || defined(QL_TSAN)
+	ql__go_switch_san(w, t, c);
+#else
+	if (__builtin_expect(c != NULL, 1))
+		ql__ctx_switch(&w->sched, c);
+	else
+		ql__ctx_start(&w->sched, t, ql__task_entry, t);
+#endif
+}
 /* Run a stackless job's chain after its function returned. */
 void ql__chain_run(struct ql_chain *c);
 /* A worker's per-thread set-up and tear-down for tasks (alt stack, fibers). */

@@ -12,9 +12,10 @@
  * queues it like any other job. Stacks of the default size are pooled per
  * worker: a spawn from a task makes no system call in steady state.
  *
- * Running. exec.c's run_task hands a GO job to ql__go_run(), which switches
- * from the worker's scheduler context to the task's. The task runs until it
- * parks, yields or ends; each is a switch back with t->after saying which,
+ * Running. exec.c's run_task switches from the worker's scheduler context
+ * to a GO job's (ql__go_enter, then the switch from the worker loop's own
+ * frame, then ql__go_back). The task runs until it parks, yields or ends;
+ * each is a switch back with t->after saying which,
  * and the scheduler finishes the transition on its own stack: a yield goes
  * to the end of the ready list; a park runs t->commit (if any), the
  * hand-off that must happen only once the task is off its stack (Go's
@@ -71,20 +72,6 @@
 
 #include "internal.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define QL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define QL_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define QL_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define QL_TSAN 1
-#endif
-#endif
 #ifdef QL_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -624,7 +611,7 @@ static void task_switch_out(struct ql_task *t, int after)
 	t->after = (uint8_t)after;
 	san_leave_task(t, after == AFTER_EXIT);
 	ql__ctx_switch(&t->ctx, &w->sched);
-	/* Resumed, maybe on another worker: ql__go_run set t->w. */
+	/* Resumed, maybe on another worker: ql__go_enter set t->w. */
 	san_task_resumed(t);
 }
 
@@ -643,19 +630,31 @@ static void task_wake(struct ql_task *t)
 
 static void task_end(struct ql_worker *w, struct ql_task *t);
 
-static void task_entry(void *arg);
-
-int ql__go_run(struct ql_worker *w, struct ql_task *t)
+struct ql_ctx *ql__go_enter(struct ql_worker *w, struct ql_task *t)
 {
 	w->direct = 0;
 	t->w = w;
 	w->cur = t;
 	ql__chain = &t->chain;
+	/* A task that never ran has no saved context: its stack top is where the record begins. */
+	return __builtin_expect(t->ctx.sp != NULL, 1) ? &t->ctx : NULL;
+}
+
+#if defined(QL_ASAN) || defined(QL_TSAN)
+void ql__go_switch_san(struct ql_worker *w, struct ql_task *t, struct ql_ctx *c)
+{
 	san_enter_task(w, t);
-	if (__builtin_expect(t->ctx.sp != NULL, 1))
-		ql__ctx_switch(&w->sched, &t->ctx);
-	else /* its first run: the stack top is where the record begins */
-		ql__ctx_start(&w->sched, t, task_entry, t);
+	if (c)
+		ql__ctx_switch(&w->sched, c);
+	else
+		ql__ctx_start(&w->sched, t, ql__task_entry, t);
+}
+#endif
+
+int ql__go_back(struct ql_worker *w)
+{
+	struct ql_task *t;
+
 	san_back_in_scheduler(w);
 	/* Direct yields may have run others since: the one that switched back is w->cur. */
 	t = w->cur;
@@ -990,7 +989,7 @@ uint64_t ql_deadline(void)
 
 static void task_finish(struct ql_task *t) __attribute__((noreturn));
 
-static void task_entry(void *arg)
+void ql__task_entry(void *arg)
 {
 	struct ql_task *t = arg;
 
