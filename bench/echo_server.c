@@ -6,11 +6,14 @@
  *
  *   stream (default)  stackless, the way qilin-httpd is written: per worker (ql_spawn_on) one
  *            SO_REUSEPORT listener with a multishot accept (ql_accept_multi); each connection
- *            gets a multishot recv into the worker's provided buffers (ql_recv_multi), whose
- *            results are appended to the connection's pending bytes and sent back with
- *            ql_send_cb, one send in flight per connection (what arrives meanwhile goes out
- *            in the next one); the buffers come from a per-worker pool only while there is
- *            something to send. No stack, no context switch, no re-arm per message.
+ *            gets a multishot recv into the worker's provided buffers (ql_recv_multi). A
+ *            result that finds nothing queued and no send in flight (the usual case) is sent
+ *            back with ql_send_cb straight from the provided buffer, kept (ql_stream_keep)
+ *            until the send's continuation releases it (ql_stream_release): no copy. Otherwise
+ *            it is appended to the connection's pending bytes, one send in flight per
+ *            connection (what arrives meanwhile goes out in the next one), in buffers from a
+ *            per-worker pool held only while there is something to send. No stack, no
+ *            context switch, no re-arm per message.
  *   task     stackful, the blocking style: per worker one SO_REUSEPORT listener and one
  *            acceptor task blocked in ql_accept(); each connection a ql_go task (started on
  *            the acceptor's worker) that loops ql_recv() into a buffer on its stack and
@@ -143,6 +146,7 @@ struct sconn {
 	size_t pend_len, pend_cap, fly_len, fly_cap, fly_off;
 	unsigned char recv_done; /* the recv stream made its final call */
 	unsigned char sending;	 /* a ql_send_cb is in flight */
+	unsigned char fly_kept;	 /* fly is a provided buffer kept with ql_stream_keep */
 };
 
 /* One per worker, touched only by that worker. */
@@ -199,6 +203,19 @@ static void buf_put(struct sw *w, char **p, size_t *cap, size_t *len)
 	*cap = *len = 0;
 }
 
+/* Give back the buffer that was in flight: a kept provided buffer, or a pooled one. */
+static void fly_put(struct sconn *c)
+{
+	if (c->fly_kept) {
+		ql_stream_release(c->fly);
+		c->fly_kept = 0;
+		c->fly = NULL;
+		c->fly_cap = c->fly_len = 0;
+		return;
+	}
+	buf_put(c->w, &c->fly, &c->fly_cap, &c->fly_len);
+}
+
 static void sconn_free(struct sconn *c)
 {
 	if (c->prev)
@@ -209,7 +226,7 @@ static void sconn_free(struct sconn *c)
 		c->next->prev = c->prev;
 	close(c->fd);
 	buf_put(c->w, &c->pend, &c->pend_cap, &c->pend_len);
-	buf_put(c->w, &c->fly, &c->fly_cap, &c->fly_len);
+	fly_put(c);
 	free(c);
 }
 
@@ -223,7 +240,7 @@ static void sconn_flush(struct sconn *c)
 	if (c->sending || !c->pend_len)
 		return;
 	/* Nothing in flight: the pending buffer becomes the one in flight. */
-	buf_put(c->w, &c->fly, &c->fly_cap, &c->fly_len);
+	fly_put(c);
 	c->fly = c->pend;
 	c->fly_cap = c->pend_cap;
 	c->fly_len = c->pend_len;
@@ -268,7 +285,7 @@ static void on_sent(void *arg, ssize_t res)
 			ql_stream_cancel(c->rs);
 	}
 	/* All of it sent (or given up): the buffer goes back to the pool. */
-	buf_put(c->w, &c->fly, &c->fly_cap, &c->fly_len);
+	fly_put(c);
 	sconn_flush(c);
 	if (c->recv_done && !c->sending)
 		sconn_free(c);
@@ -284,6 +301,28 @@ static void on_recv(void *arg, ssize_t res, const void *buf, unsigned flags)
 		c->rs = NULL;
 		if (!c->sending)
 			sconn_free(c);
+		return;
+	}
+	if (!c->sending && !c->pend_len && ql_stream_keep(buf) == 0) {
+		/*
+		 * Nothing queued and nothing in flight (the usual case): send
+		 * straight from the provided buffer, kept until the send is back.
+		 */
+		int err;
+
+		fly_put(c);
+		c->fly = (char *)buf;
+		c->fly_kept = 1;
+		c->fly_cap = c->fly_len = (size_t)res;
+		c->fly_off = 0;
+		err = ql_send_cb(c->fd, c->fly, c->fly_len, MSG_NOSIGNAL, on_sent, c);
+		if (err < 0) {
+			fprintf(stderr, BENCH_PROG ": ql_send_cb: %s\n", strerror(-err));
+			fly_put(c);
+			ql_stream_cancel(c->rs);
+			return;
+		}
+		c->sending = 1;
 		return;
 	}
 	if (!c->pend && (size_t)res <= SLOT) {

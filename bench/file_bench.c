@@ -8,10 +8,13 @@
  * B-aligned offset below the file's size. They are stackless continuations: a starter task
  * issues its Q ql_read_cb() calls, and each completion's continuation counts the read, takes
  * its latency, draws the next offset and issues the next ql_read_cb() with the same buffer. So
- * the depth never drops below Q while the run lasts, and every read a continuation issues
- * during a scheduler tick goes to the kernel in that tick's one io_uring_enter (the batching
- * fio gets from iodepth_batch). Opened with O_DIRECT when --direct is given (the filesystem
- * must support it; run.sh checks and says which), buffered otherwise; fio gets the same flag.
+ * the depth never drops below Q while the run lasts. The reads a continuation issues go to
+ * the kernel as they are made, four per io_uring_enter (the ring layer submits file I/O early,
+ * QL_RING_FILE_BATCH in uring/ring.h), not in one enter at the tick's end: the device starts
+ * on the first ones while the tick is still running, as it does for fio, whose default
+ * (iodepth_batch_submit=1) submits each read at once. Opened with O_DIRECT when --direct is
+ * given (the filesystem must support it; run.sh checks and says which), buffered otherwise;
+ * fio gets the same flag.
  *
  * Timing: W seconds of warm-up (-W, 1), then D seconds (-d, 5) during which completed reads
  * are counted and their submit-to-completion latencies go into a log-linear histogram (one

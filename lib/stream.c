@@ -15,7 +15,10 @@
  * stealable, run even while the executor stops). The job hands the results
  * to fn in the order the kernel produced them, as an ordinary stackless job
  * (so fn may ql_defer, panic, call the *_cb functions), and gives each
- * provided buffer back to the kernel when fn returns. A per-stream FIFO is
+ * provided buffer back to the kernel when fn returns, unless fn kept it
+ * (ql_stream_keep: then it is the user's until ql_stream_release, e.g. to
+ * send straight from it; stream_local.kept marks such buffers so that a
+ * release names only a kept one and none goes back twice). A per-stream FIFO is
  * needed because the worker's LIFO slot would reorder two CQEs of one
  * stream reaped in the same batch. The job pushes deliver_end on its defer
  * chain, so that a panic in fn (which ends the job) still gives the buffer
@@ -55,6 +58,8 @@
 #define STREAM_BGID 0x5157u
 /* Stream records kept per worker for reuse. */
 #define STREAM_POOL_MAX 4096u
+/* ql_stream_keep refuses when fewer than 1/this of the group is left to the kernel. */
+#define STREAM_KEEP_RESERVE 4u
 /* Results a stream queues without a heap array. */
 #define STREAM_INLINE_RES 4u
 
@@ -90,6 +95,9 @@ struct stream_local {
 	size_t bufsize;
 	struct ql_stream *pool;	  /* idle stream records */
 	unsigned npool;
+	struct ql_stream *cur;	  /* the stream whose fn is running with data, or NULL */
+	uint8_t *kept;		  /* per buffer id: 1 while the user keeps it */
+	unsigned nkept;		  /* buffers kept now */
 	uint64_t live;		  /* streams not yet freed */
 	uint64_t results;	  /* results delivered to fns */
 	uint64_t dropped;	  /* results dropped after a cancel (fds closed) */
@@ -116,6 +124,7 @@ static void local_free(void *p)
 		fprintf(stderr, "qilin: %llu stream(s) still live when their worker exited\n",
 			(unsigned long long)sl->live);
 	ql__bufgroup_destroy(sl->bg);
+	free(sl->kept);
 	while (sl->pool) {
 		struct ql_stream *s = sl->pool;
 
@@ -265,7 +274,13 @@ static void deliver_loop(struct ql_stream *s)
 			s->hand = ql__bufgroup_bid(e.flags) + 1;
 		}
 		sl->results++;
+		/* Saved and restored: the out-of-memory path delivers inside another fn. */
+		struct ql_stream *outer = sl->cur;
+
+		sl->cur = s;
 		s->fn(s->arg, e.res, buf, QL_STREAM_MORE);
+		sl->cur = outer;
+		/* hand is 0 here if fn kept the buffer (ql_stream_keep): it is the user's now. */
 		if (s->hand) {
 			s->hand = 0;
 			ql__bufgroup_put(sl->bg, ql__bufgroup_bid(e.flags));
@@ -283,6 +298,9 @@ static void deliver_end(void *p)
 {
 	struct ql_stream *s = p;
 
+	/* After a panic in fn (which skipped the restore in deliver_loop): s's delivery is over. */
+	if (s->sl->cur == s)
+		s->sl->cur = NULL;
 	if (s->hand) {
 		ql__bufgroup_put(s->sl->bg, s->hand - 1);
 		s->hand = 0;
@@ -488,6 +506,13 @@ int ql_recv_multi(int fd, ql_stream_fn fn, void *arg, struct ql_stream **out)
 			stream_free(s);
 			return ret;
 		}
+		sl->kept = calloc(sl->nbufs, 1);
+		if (!sl->kept) {
+			ql__bufgroup_destroy(sl->bg);
+			sl->bg = NULL;
+			stream_free(s);
+			return -ENOMEM;
+		}
 	}
 	s->fn = fn;
 	s->arg = arg;
@@ -499,6 +524,52 @@ int ql_recv_multi(int fd, ql_stream_fn fn, void *arg, struct ql_stream **out)
 	}
 	if (out)
 		*out = s;
+	return 0;
+}
+
+int ql_stream_keep(const void *buf)
+{
+	struct stream_local *sl = tl_local;
+	struct ql_stream *s;
+	int bid;
+
+	if (!buf)
+		return -EINVAL;
+	if (!ql__self || !sl || sl->w != ql__self || !(s = sl->cur))
+		return -EPERM;
+	bid = ql__bufgroup_bid_of(sl->bg, buf);
+	if (bid < 0 || s->hand != (uint32_t)bid + 1)
+		return -EINVAL;
+	/*
+	 * Keep a quarter of the group for the kernel: kept buffers are out of
+	 * it, and a group run dry stalls every recv stream of the worker (each
+	 * stall costs a re-arm). The caller copies instead.
+	 */
+	if (ql__bufgroup_avail(sl->bg) < sl->nbufs / STREAM_KEEP_RESERVE)
+		return -ENOBUFS;
+	/* The delivery no longer owns it: deliver_loop and deliver_end skip it. */
+	s->hand = 0;
+	sl->kept[bid] = 1;
+	sl->nkept++;
+	return 0;
+}
+
+int ql_stream_release(const void *buf)
+{
+	struct stream_local *sl = tl_local;
+	int bid;
+
+	if (!buf)
+		return -EINVAL;
+	if (!ql__self || !sl || sl->w != ql__self)
+		return -EPERM;
+	bid = ql__bufgroup_bid_of(sl->bg, buf);
+	if (bid < 0 || !sl->kept[bid])
+		return -EINVAL;
+	sl->kept[bid] = 0;
+	sl->nkept--;
+	/* Back to the kernel: a stalled stream re-arms (a no-op once the ring is gone). */
+	ql__bufgroup_put(sl->bg, (unsigned)bid);
 	return 0;
 }
 

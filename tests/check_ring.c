@@ -237,6 +237,124 @@ START_TEST(test_batching)
 }
 END_TEST
 
+/* A temporary file of n bytes, byte i being (i * 7) & 0xff; returns its fd. */
+static int file_of(size_t n)
+{
+	char path[] = "/tmp/check_ring_fileXXXXXX";
+	int fd = mkstemp(path);
+	unsigned char *p = malloc(n);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_ptr_nonnull(p);
+	unlink(path);
+	for (size_t i = 0; i < n; i++)
+		p[i] = (unsigned char)(i * 7);
+	ck_assert_int_eq(pwrite(fd, p, n, 0), (ssize_t)n);
+	free(p);
+	return fd;
+}
+
+START_TEST(test_file_batch)
+{
+	/*
+	 * Reads at a file offset go to the kernel every file_batch SQEs (the
+	 * next acquisition submits them), not at the end of the batch; reads at
+	 * offset -1 and NOPs wait for the batch; a reservation is never split.
+	 */
+	T_FOR_ALL_CONFIGS(cfg)
+	{
+		enum { N = 16, BS = 4096, K = 4 };
+		static unsigned char bufs[N][BS];
+		struct rec recs[N];
+		struct ql_ring_opts o = { .sz = sizeof(o), .sq_entries = 64, .file_batch = K,
+					  .disable = cfg->disable | t_env_disable(),
+					  .flags = QL_RING_O_NO_ENV };
+		struct ql_ring_stats a, b;
+		struct ql_ring r;
+		int fd = file_of((size_t)N * BS), fds0 = t_fd_count();
+
+		/* 0 asks for the default. */
+		t_ring_init(&r, cfg, 16, 0);
+		ck_assert_uint_eq(r.file_batch, QL_RING_FILE_BATCH);
+		ck_assert_int_eq(ql__ring_exit(&r, 5 * SEC), 0);
+		ck_assert_int_eq(ql__ring_init(&r, &o), 0);
+		ck_assert_uint_eq(r.file_batch, K);
+		ql__ring_submit(&r, 0, 0); /* the wake-up read armed at init */
+		ql__ring_reap(&r);
+
+		/* Positional reads: an early enter at each K-th held SQE. */
+		ql__ring_stats(&r, &a);
+		for (int i = 0; i < N; i++) {
+			struct io_uring_sqe *sqe;
+
+			rec_init(&recs[i]);
+			memset(bufs[i], 0xee, BS);
+			sqe = ql__ring_sqe(&r, &recs[i].op);
+			io_uring_prep_read(sqe, fd, bufs[i], BS, (uint64_t)(N - 1 - i) * BS);
+			ql__ring_sqe_op(sqe, &recs[i].op);
+			ck_assert_uint_le(ql__ring_pending(&r), K);
+		}
+		ql__ring_stats(&r, &b);
+		ck_assert_msg(b.early_submits - a.early_submits == N / K - 1,
+			      "config %s: %llu early submits for %d reads at batch %d", cfg->name,
+			      (unsigned long long)(b.early_submits - a.early_submits), N, K);
+		ck_assert_uint_eq(b.enters - a.enters, N / K - 1);
+		ck_assert_uint_eq(b.sqes - a.sqes, N - K);
+		ck_assert_uint_eq(ql__ring_pending(&r), K);
+		run_until_final(&r, recs, N);
+		for (int i = 0; i < N; i++) {
+			size_t base = (size_t)(N - 1 - i) * BS;
+
+			ck_assert_int_eq(recs[i].res, BS);
+			for (int k = 0; k < BS; k += 511)
+				ck_assert_uint_eq(bufs[i][k], (unsigned char)((base + k) * 7));
+		}
+
+		/* Offset -1 (the file position: how sockets and pipes are read) and NOPs batch. */
+		ql__ring_stats(&r, &a);
+		for (int i = 0; i < N; i++) {
+			struct io_uring_sqe *sqe;
+
+			rec_init(&recs[i]);
+			sqe = ql__ring_sqe(&r, &recs[i].op);
+			if (i & 1)
+				io_uring_prep_read(sqe, fd, bufs[i], 1, (uint64_t)-1);
+			else
+				io_uring_prep_nop(sqe);
+			ql__ring_sqe_op(sqe, &recs[i].op);
+		}
+		ck_assert_uint_eq(ql__ring_pending(&r), N);
+		ql__ring_stats(&r, &b);
+		ck_assert_uint_eq(b.early_submits, a.early_submits);
+		ck_assert_uint_eq(b.enters, a.enters);
+		run_until_final(&r, recs, N);
+		for (int i = 0; i < N; i++)
+			ck_assert_int_ge(recs[i].res, 0);
+
+		/* A reservation keeps its SQEs together even past the batch. */
+		ql__ring_stats(&r, &a);
+		ck_assert_int_eq(ql__ring_reserve(&r, 2 * K), 0);
+		for (int i = 0; i < 2 * K; i++) {
+			struct io_uring_sqe *sqe;
+
+			rec_init(&recs[i]);
+			sqe = ql__ring_sqe(&r, &recs[i].op);
+			io_uring_prep_read(sqe, fd, bufs[i], BS, (uint64_t)i * BS);
+			ql__ring_sqe_op(sqe, &recs[i].op);
+		}
+		ck_assert_uint_eq(ql__ring_pending(&r), 2 * K);
+		ql__ring_stats(&r, &b);
+		ck_assert_uint_eq(b.early_submits, a.early_submits);
+		run_until_final(&r, recs, 2 * K);
+		for (int i = 0; i < 2 * K; i++)
+			ck_assert_int_eq(recs[i].res, BS);
+		ring_done(&r, cfg);
+		ck_assert_int_eq(t_fd_count(), fds0);
+		close(fd);
+	}
+}
+END_TEST
+
 START_TEST(test_inflight_bound)
 {
 	T_FOR_ALL_CONFIGS(cfg)
@@ -1066,6 +1184,7 @@ static Suite *ring_suite(void)
 		{ "env", test_env_disable, 120, NULL },
 		{ "sq_overcommit", test_sq_overcommit, 120, NULL },
 		{ "batching", test_batching, 120, NULL },
+		{ "file_batch", test_file_batch, 120, NULL },
 		{ "inflight_bound", test_inflight_bound, 120, NULL },
 		{ "cq_overflow", test_cq_overflow_counted, 120, NULL },
 		{ "accept_stream", test_accept_stream, 120, NULL },

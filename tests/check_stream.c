@@ -730,6 +730,200 @@ START_TEST(test_echo_and_panic_in_fn)
 }
 END_TEST
 
+/* ------------------------------------------------------------ keeping buffers */
+
+/* A recv stream whose fn keeps every buffer (mode 0) or echoes straight from it (mode 1). */
+struct kp {
+	int fd, arm_ret, geo_ret, mode;
+	struct ql_stream *s;
+	const void *buf[8];		/* the buffer of each result */
+	char data[8][16];		/* a copy of each result's bytes */
+	int keep_ret[8];		/* what ql_stream_keep said for each result */
+	_Atomic long results, bad, final, final_res, sent, rel_bad;
+	int rel_ret[4];			/* from the release job */
+};
+
+/* A send straight from a kept buffer. */
+struct kp_send {
+	struct kp *k;
+	const void *buf;
+};
+
+static void kp_sent(void *arg, ssize_t res)
+{
+	struct kp_send *ks = arg;
+
+	(void)res;
+	/* The send is back: the buffer goes back, once. */
+	if (ql_stream_release(ks->buf) != 0 || ql_stream_release(ks->buf) != -EINVAL)
+		atomic_fetch_add(&ks->k->rel_bad, 1);
+	atomic_fetch_add(&ks->k->sent, 1);
+	free(ks);
+}
+
+static void kp_fn(void *arg, ssize_t res, const void *buf, unsigned flags)
+{
+	struct kp *k = arg;
+	long i = atomic_load(&k->results);
+	int ret;
+
+	if (!(flags & QL_STREAM_MORE)) {
+		atomic_store(&k->final_res, res);
+		atomic_store(&k->final, 1);
+		return;
+	}
+	if (ql_stream_keep(NULL) != -EINVAL || ql_stream_keep((const char *)buf + 1) != -EINVAL)
+		atomic_fetch_add(&k->bad, 1);
+	ret = ql_stream_keep(buf);
+	if (ret == 0 && ql_stream_keep(buf) != -EINVAL)
+		atomic_fetch_add(&k->bad, 1);
+	if (k->mode == 1) {
+		struct kp_send *ks = malloc(sizeof(*ks));
+
+		ks->k = k;
+		ks->buf = buf;
+		if (ret != 0 ||
+		    ql_send_cb(k->fd, buf, (size_t)res, MSG_NOSIGNAL, kp_sent, ks) < 0) {
+			atomic_fetch_add(&k->bad, 1);
+			free(ks);
+		}
+	} else if (i < 8 && res <= 16) {
+		k->keep_ret[i] = ret;
+		k->buf[i] = buf;
+		memcpy(k->data[i], buf, (size_t)res);
+	} else {
+		atomic_fetch_add(&k->bad, 1);
+	}
+	atomic_fetch_add(&k->results, 1);
+}
+
+static void kp_arm(void *p)
+{
+	struct kp *k = p;
+
+	k->geo_ret = ql_stream_buffers(4, 64);
+	k->arm_ret = ql_recv_multi(k->fd, kp_fn, k, &k->s);
+}
+
+/* Outside fn: keep is refused; release gives back buffer 0, and only once. */
+static void kp_release_first(void *p)
+{
+	struct kp *k = p;
+
+	k->rel_ret[0] = ql_stream_keep(k->buf[1]);
+	k->rel_ret[1] = ql_stream_release(k->buf[0]);
+	k->rel_ret[2] = ql_stream_release(k->buf[0]);
+	k->rel_ret[3] = ql_stream_release(k->buf[3]); /* refused at keep: went back already */
+}
+
+/* Release the rest of what phase one kept (buffers 1, 2 and result 4's), then echo. */
+static void kp_release_rest(void *p)
+{
+	struct kp *k = p;
+
+	for (int i = 1; i < 5; i++)
+		if (i != 3 && ql_stream_release(k->buf[i]) != 0)
+			atomic_fetch_add(&k->rel_bad, 1);
+	k->mode = 1;
+}
+
+/* Send one 16-byte message and wait until fn has seen it. */
+static void kp_send(struct kp *k, int cli, int i, long want)
+{
+	char m[16];
+
+	memset(m, 'a' + i, sizeof(m));
+	send_all(cli, (const unsigned char *)m, sizeof(m));
+	if (want)
+		wait_for(&k->results, want, "kept result");
+}
+
+START_TEST(test_keep_and_release)
+{
+	struct ql_exec *ex = make_exec(1);
+	struct kp *k = calloc(1, sizeof(*k));
+	struct stats_req q;
+	int srv, cli;
+	char in[16];
+
+	tcp_pair(&srv, &cli);
+	k->fd = srv;
+	/* Not on a worker, not in fn. */
+	ck_assert_int_eq(ql_stream_keep(in), -EPERM);
+	ck_assert_int_eq(ql_stream_release(in), -EPERM);
+	ck_assert_int_eq(ql_stream_keep(NULL), -EINVAL);
+	ck_assert_int_eq(ql_stream_release(NULL), -EINVAL);
+	run_on(ex, 0, kp_arm, k);
+	ck_assert_int_eq(k->geo_ret, 0);
+	ck_assert_int_eq(k->arm_ret, 0);
+	/*
+	 * Four results into a group of four: three are kept; the fourth finds
+	 * the group empty (under the quarter the kernel keeps) and is refused.
+	 */
+	for (int i = 0; i < 4; i++)
+		kp_send(k, cli, i, i + 1);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(k->keep_ret[i], 0);
+	ck_assert_int_eq(k->keep_ret[3], -ENOBUFS);
+	run_on(ex, 0, stats_get, &q);
+	ck_assert_uint_eq(q.st.avail, 1); /* the refused one came back, the kept ones did not */
+	/* The kept bytes stay as they were while more data goes through the last buffer. */
+	kp_send(k, cli, 4, 5);
+	ck_assert_int_eq(k->keep_ret[4], -ENOBUFS);
+	ck_assert_ptr_eq(k->buf[4], k->buf[3]);
+	for (int i = 0; i < 5; i++) {
+		char m[16];
+
+		memset(m, 'a' + i, sizeof(m));
+		ck_assert_int_eq(memcmp(k->data[i], m, 16), 0);
+		if (i < 3)
+			ck_assert_int_eq(memcmp(k->buf[i], m, 16), 0);
+		for (int j = 0; j < i && i < 3; j++)
+			ck_assert_ptr_ne(k->buf[i], k->buf[j]);
+	}
+	ck_assert_int_eq(ql_stream_release(k->buf[0]), -EPERM); /* not a worker thread */
+	run_on(ex, 0, kp_release_first, k);
+	ck_assert_int_eq(k->rel_ret[0], -EPERM);
+	ck_assert_int_eq(k->rel_ret[1], 0);
+	ck_assert_int_eq(k->rel_ret[2], -EINVAL);
+	ck_assert_int_eq(k->rel_ret[3], -EINVAL);
+	/* Two left to the kernel now: the next one is kept again. */
+	kp_send(k, cli, 5, 6);
+	ck_assert_int_eq(k->keep_ret[5], 0);
+	k->buf[4] = k->buf[5];
+	run_on(ex, 0, kp_release_rest, k);
+	run_on(ex, 0, stats_get, &q);
+	ck_assert_uint_eq(q.st.avail, 4);
+	/* Mode 1: echo straight from the kept buffer, released when the send is back. */
+	for (int i = 0; i < 20; i++) {
+		size_t got = 0;
+
+		kp_send(k, cli, i % 8, 0);
+		while (got < 16) {
+			ssize_t n = recv(cli, in + got, sizeof(in) - got, 0);
+
+			ck_assert_int_gt(n, 0);
+			got += (size_t)n;
+		}
+		ck_assert_int_eq(in[0], 'a' + i % 8);
+		ck_assert_int_eq(in[15], 'a' + i % 8);
+	}
+	wait_for(&k->sent, 20, "sends");
+	run_on(ex, 0, stats_get, &q);
+	ck_assert_uint_eq(q.st.avail, 4);
+	ck_assert_int_eq(atomic_load(&k->bad), 0);
+	ck_assert_int_eq(atomic_load(&k->rel_bad), 0);
+	close(cli);
+	wait_for(&k->final, 1, "final");
+	ck_assert_int_eq(atomic_load(&k->final_res), 0);
+	close(srv);
+	ck_assert_int_eq(ql_exec_shutdown(ex, 10 * SEC), 0);
+	ql_exec_destroy(ex);
+	ck_assert_int_eq(t_fd_count(), base);
+	free(k);
+}
+END_TEST
+
 /* A recv stream on a socket that is not connected ends with the kernel's error, once. */
 START_TEST(test_error_is_a_final_call)
 {
@@ -758,6 +952,7 @@ int main(void)
 		{ "many_accepts", test_many_accepts_one_stream, 60, NULL },
 		{ "recv_large_eof", test_recv_larger_than_a_buffer_then_eof, 60, NULL },
 		{ "exhaustion", test_buffer_exhaustion_then_recovery, 60, NULL },
+		{ "keep_release", test_keep_and_release, 60, NULL },
 		{ "cancel", test_cancel, 60, NULL },
 		{ "peer_reset", test_peer_reset, 60, NULL },
 		{ "shutdown", test_shutdown_cancels_streams, 60, NULL },

@@ -562,6 +562,7 @@ int ql__ring_init(struct ql_ring *r, const struct ql_ring_opts *opts)
 	}
 
 	r->flags = o.flags;
+	r->file_batch = o.file_batch ? o.file_batch : QL_RING_FILE_BATCH;
 	r->inflight_cap = o.inflight_max ? o.inflight_max : r->cq_entries;
 	if (r->inflight_cap > r->cq_entries && !(o.flags & QL_RING_O_UNBOUNDED))
 		r->inflight_cap = r->cq_entries;
@@ -816,6 +817,15 @@ struct io_uring_sqe *ql__ring_sqe_slow(struct ql_ring *r, struct ql_op *op)
 {
 	struct io_uring_sqe *sqe;
 
+	if (!r->reserved && ql__ring_file_due(r)) {
+		/*
+		 * File I/O goes out now, not at the tick's end (QL_RING_FILE_BATCH).
+		 * Submit only: nothing is dispatched under the caller. A failure
+		 * leaves the SQEs queued for the tick's enter, which reports it.
+		 */
+		ST_ADD(r, early_submits, 1);
+		(void)ql__ring_submit(r, 0, 0);
+	}
 	if (r->reserved) {
 		/* ql__ring_reserve() guaranteed both the slot and the room. */
 		sqe = io_uring_get_sqe(&r->uring);
@@ -1350,6 +1360,19 @@ void *ql__bufgroup_buf(struct ql_bufgroup *bg, unsigned cqe_flags)
 	if (bid >= bg->nbufs)
 		return NULL;
 	return bg->base + (size_t)bid * bg->size;
+}
+
+int ql__bufgroup_bid_of(const struct ql_bufgroup *bg, const void *p)
+{
+	uintptr_t base, at = (uintptr_t)p;
+
+	if (!bg || !p)
+		return -EINVAL;
+	base = (uintptr_t)bg->base;
+	if (at < base || at - base >= (uintptr_t)bg->nbufs * bg->size ||
+	    (at - base) % bg->size != 0)
+		return -EINVAL;
+	return (int)((at - base) / bg->size);
 }
 
 unsigned ql__bufgroup_avail(const struct ql_bufgroup *bg)

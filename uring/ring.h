@@ -87,7 +87,26 @@ struct ql_ring_opts {
 	unsigned disable;	/* QL_RING_F_* forced off, on top of the env */
 	unsigned inflight_max;	/* bound on operations in flight; 0: CQ size */
 	unsigned flags;		/* QL_RING_O_* */
+	unsigned file_batch;	/* early submit of file I/O at this many SQEs; 0: default */
 };
+
+/*
+ * Early submission of file I/O. The batch of a tick goes to the kernel in one
+ * enter at the tick's end; for sockets that is the point (one system call for
+ * many operations). For storage it is not: a device serves requests as they
+ * arrive, and a batch it gets only at the end of the tick (the kernel plugs
+ * what one enter submits, and dispatches it when the enter is done) leaves it
+ * idle for as long as the tick takes, so a read at depth Q takes longer and
+ * fewer are served per second (bench/run.sh file measured 0.83x fio, whose
+ * default submits each read at once, before this; docs/benchmarks.md). So
+ * when the newest SQE of the batch is a read or write at an explicit file
+ * offset (IORING_OP_READ/WRITE/READV/WRITEV/READ_FIXED/WRITE_FIXED with an
+ * offset other than -1: storage I/O; sockets and pipes use -1 or other
+ * opcodes) and at least file_batch SQEs are held, the next SQE acquisition
+ * submits them first. Enters only submit there: no CQE is dispatched, so this
+ * is safe inside continuations. Never while ql__ring_reserve() holds slots.
+ */
+#define QL_RING_FILE_BATCH 4u
 
 /* Counters. Written by the owner only, readable from any thread. */
 struct ql_ring_stats {
@@ -103,6 +122,7 @@ struct ql_ring_stats {
 	uint64_t enobufs;	/* stream stalls on an empty buffer group */
 	uint64_t inflight;	/* operations in flight now */
 	uint64_t inflight_peak; /* highest value of inflight seen */
+	uint64_t early_submits; /* enters made early for file I/O (QL_RING_FILE_BATCH) */
 };
 
 struct ql_ring;
@@ -158,6 +178,7 @@ struct ql_ring {
 	unsigned flags;		 /* QL_RING_O_* */
 	unsigned reaping;	 /* reap nesting depth */
 	unsigned reserved;	 /* SQEs promised by ql__ring_reserve() */
+	unsigned file_batch;	 /* early submit of file I/O at this many held SQEs */
 	unsigned tmo_armed;	 /* wait timeouts in flight (no EXT_ARG) */
 	uint8_t tmo_live;	 /* the newest wait timeout is armed */
 	uint64_t tmo_deadline;	 /* when it expires (monotonic ns) */
@@ -251,7 +272,7 @@ static inline int ql__ring_op_supported(const struct ql_ring *r, unsigned op)
  */
 static inline struct io_uring_sqe *ql__ring_sqe(struct ql_ring *r, struct ql_op *op);
 
-/* The out-of-line part of ql__ring_sqe(): reservations, backpressure, SQ full. */
+/* The out-of-line part of ql__ring_sqe(): reservations, early submits, backpressure, full SQ. */
 struct io_uring_sqe *ql__ring_sqe_slow(struct ql_ring *r, struct ql_op *op);
 
 /*
@@ -262,15 +283,45 @@ struct io_uring_sqe *ql__ring_sqe_slow(struct ql_ring *r, struct ql_op *op);
 struct io_uring_sqe *ql__ring_sqe_try(struct ql_ring *r, struct ql_op *op);
 
 /*
+ * Is an early submission of file I/O due (see QL_RING_FILE_BATCH)? Looks at
+ * the newest SQE the owner prepared (complete by now: it asks for the next).
+ */
+static inline int ql__ring_file_due(const struct ql_ring *r)
+{
+	const struct io_uring_sq *sq = &r->uring.sq;
+	const struct io_uring_sqe *last;
+
+	if (sq->sqe_tail - sq->sqe_head < r->file_batch || sq->sqe_tail == sq->sqe_head)
+		return 0;
+	last = &sq->sqes[(sq->sqe_tail - 1) & sq->ring_mask];
+	/* Tagged user_data (below 16) is the layer's own, e.g. the eventfd read: not file I/O. */
+	if (last->user_data < 16)
+		return 0;
+	switch (last->opcode) {
+	case IORING_OP_READ:
+	case IORING_OP_WRITE:
+	case IORING_OP_READV:
+	case IORING_OP_WRITEV:
+	case IORING_OP_READ_FIXED:
+	case IORING_OP_WRITE_FIXED:
+		return last->off != (uint64_t)-1;
+	default:
+		return 0;
+	}
+}
+
+/*
  * The fast path, inline because it runs once per operation: room in the SQ,
- * no reservation pending, in-flight below its bound. The in-flight gauge in
+ * no reservation pending, in-flight below its bound, no early file
+ * submission due. The in-flight gauge in
  * r->st is published at each submit and reap, not here.
  */
 static inline struct io_uring_sqe *ql__ring_sqe(struct ql_ring *r, struct ql_op *op)
 {
 	struct io_uring_sq *sq = &r->uring.sq;
 
-	if (__builtin_expect(!r->reserved && r->inflight < r->inflight_cap, 1)) {
+	if (__builtin_expect(!r->reserved && r->inflight < r->inflight_cap && !ql__ring_file_due(r),
+			     1)) {
 		/*
 		 * Acquire pairs with the kernel's release of khead: SQ slots it
 		 * has consumed may be reused.
@@ -388,6 +439,13 @@ int ql__bufgroup_create(struct ql_ring *r, uint16_t bgid, unsigned nbufs, size_t
 
 /* The buffer a CQE names, or NULL if the CQE carries no buffer. */
 void *ql__bufgroup_buf(struct ql_bufgroup *bg, unsigned cqe_flags);
+
+/*
+ * The buffer id of p, which must be the start of one of bg's buffers (as
+ * ql__bufgroup_buf returned it). Returns the id, or -EINVAL (NULL bg, or p
+ * not the start of a buffer of bg).
+ */
+int ql__bufgroup_bid_of(const struct ql_bufgroup *bg, const void *p);
 
 /* Buffer id carried by CQE flags (IORING_CQE_F_BUFFER must be set). */
 static inline unsigned ql__bufgroup_bid(unsigned cqe_flags)

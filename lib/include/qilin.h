@@ -382,11 +382,13 @@ struct ql_stream;
  * Called once per result. With QL_STREAM_MORE: for an accept stream res is
  * a new connected socket (SOCK_CLOEXEC, owned by fn from now on) and buf is
  * NULL; for a recv stream res > 0 bytes are at buf, valid only during the
- * call (the provided buffer goes back to the kernel when fn returns). The
- * final call has flags 0, buf NULL and res 0 (recv: end of file), -errno
- * (the socket's error, e.g. -ECONNRESET), or -ECANCELED (ql_stream_cancel,
+ * call (the provided buffer goes back to the kernel when fn returns, unless
+ * fn keeps it with ql_stream_keep). The final call has flags 0, buf NULL
+ * and res 0 (recv: end of file), -errno (the socket's error, e.g.
+ * -ECONNRESET), or -ECANCELED (ql_stream_cancel,
  * or executor shutdown); the stream is freed after it returns. A panic in
- * fn ends that call only: the buffer goes back and the stream goes on.
+ * fn ends that call only: the buffer goes back (unless kept already) and the
+ * stream goes on.
  */
 typedef void (*ql_stream_fn)(void *arg, ssize_t res, const void *buf, unsigned flags);
 
@@ -428,6 +430,28 @@ QL_API int ql_recv_multi(int fd, ql_stream_fn fn, void *arg, struct ql_stream **
  * stream's worker, before its final call has returned (fn may call it).
  */
 QL_API int ql_stream_cancel(struct ql_stream *s);
+
+/*
+ * Keep the buffer of the recv result fn is handling: called inside fn with
+ * the buf fn got, it stops the buffer from going back to the kernel when fn
+ * returns; it stays valid (and out of the worker's group, so hold few and
+ * briefly: when all are kept the worker's recv streams stall) until
+ * ql_stream_release. For sending the bytes straight from it, e.g. with
+ * ql_send_cb, releasing it in the send's continuation. Returns 0, -EINVAL
+ * (NULL, or not the buffer of the call in progress), -ENOBUFS (less than a
+ * quarter of the group is left to the kernel: copy the bytes instead),
+ * -EPERM (not inside a recv stream's fn called with data). Only from that
+ * fn.
+ */
+QL_API int ql_stream_keep(const void *buf);
+
+/*
+ * Give a buffer kept with ql_stream_keep back to the worker's group (a
+ * stalled recv stream resumes). Returns 0, -EINVAL (NULL, or not a buffer
+ * of this worker kept now: each kept buffer is released once), -EPERM (not
+ * on a worker). Only from the worker whose stream delivered it.
+ */
+QL_API int ql_stream_release(const void *buf);
 
 /*
  * Set the calling worker's provided-buffer geometry: count buffers (a power
