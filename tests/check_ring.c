@@ -277,6 +277,12 @@ START_TEST(test_file_batch)
 		t_ring_init(&r, cfg, 16, 0);
 		ck_assert_uint_eq(r.file_batch, QL_RING_FILE_BATCH);
 		ck_assert_int_eq(ql__ring_exit(&r, 5 * SEC), 0);
+		/* Not a power of two: rounded down to one. */
+		o.file_batch = 6;
+		ck_assert_int_eq(ql__ring_init(&r, &o), 0);
+		ck_assert_uint_eq(r.file_batch, 4);
+		ck_assert_int_eq(ql__ring_exit(&r, 5 * SEC), 0);
+		o.file_batch = K;
 		ck_assert_int_eq(ql__ring_init(&r, &o), 0);
 		ck_assert_uint_eq(r.file_batch, K);
 		ql__ring_submit(&r, 0, 0); /* the wake-up read armed at init */

@@ -563,6 +563,9 @@ int ql__ring_init(struct ql_ring *r, const struct ql_ring_opts *opts)
 
 	r->flags = o.flags;
 	r->file_batch = o.file_batch ? o.file_batch : QL_RING_FILE_BATCH;
+	/* A power of two, so that the fast path tests it with a mask: round down. */
+	while (r->file_batch & (r->file_batch - 1))
+		r->file_batch &= r->file_batch - 1;
 	r->inflight_cap = o.inflight_max ? o.inflight_max : r->cq_entries;
 	if (r->inflight_cap > r->cq_entries && !(o.flags & QL_RING_O_UNBOUNDED))
 		r->inflight_cap = r->cq_entries;

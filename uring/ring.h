@@ -87,7 +87,8 @@ struct ql_ring_opts {
 	unsigned disable;	/* QL_RING_F_* forced off, on top of the env */
 	unsigned inflight_max;	/* bound on operations in flight; 0: CQ size */
 	unsigned flags;		/* QL_RING_O_* */
-	unsigned file_batch;	/* early submit of file I/O at this many SQEs; 0: default */
+	unsigned file_batch;	/* early submit of file I/O at this many SQEs (a power of two,
+				 * others are rounded down); 0: default */
 };
 
 /*
@@ -102,9 +103,10 @@ struct ql_ring_opts {
  * when the newest SQE of the batch is a read or write at an explicit file
  * offset (IORING_OP_READ/WRITE/READV/WRITEV/READ_FIXED/WRITE_FIXED with an
  * offset other than -1: storage I/O; sockets and pipes use -1 or other
- * opcodes) and at least file_batch SQEs are held, the next SQE acquisition
- * submits them first. Enters only submit there: no CQE is dispatched, so this
- * is safe inside continuations. Never while ql__ring_reserve() holds slots.
+ * opcodes) and a multiple of file_batch SQEs are held, the next SQE
+ * acquisition submits them first. Enters only submit there: no CQE is
+ * dispatched, so this is safe inside continuations. Never while
+ * ql__ring_reserve() holds slots.
  */
 #define QL_RING_FILE_BATCH 4u
 
@@ -291,7 +293,10 @@ static inline int ql__ring_file_due(const struct ql_ring *r)
 	const struct io_uring_sq *sq = &r->uring.sq;
 	const struct io_uring_sqe *last;
 
-	if (sq->sqe_tail - sq->sqe_head < r->file_batch || sq->sqe_tail == sq->sqe_head)
+	unsigned held = sq->sqe_tail - sq->sqe_head;
+
+	/* Only at each file_batch-th held SQE (a power of two): one test for the rest. */
+	if (held < r->file_batch || (held & (r->file_batch - 1)))
 		return 0;
 	last = &sq->sqes[(sq->sqe_tail - 1) & sq->ring_mask];
 	/* Tagged user_data (below 16) is the layer's own, e.g. the eventfd read: not file I/O. */
