@@ -72,6 +72,17 @@
 
 #include "internal.h"
 
+/* Valgrind (when its header is there) is told where each task stack lies. */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef VALGRIND_STACK_REGISTER
+#define VALGRIND_STACK_REGISTER(lo, hi) 0u
+#define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
+#endif
+
 #ifdef QL_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -175,6 +186,7 @@ struct ql_task {
 	char *stack_lo;		 /* lowest usable stack byte */
 	size_t stack_size;	 /* usable stack bytes */
 	size_t size_class;	 /* the stack size asked for (pooled by it) */
+	unsigned vg_stack;	 /* valgrind's id for the stack (0 when not under valgrind) */
 };
 
 _Static_assert(offsetof(struct ql_task, refs) == 64, "line 1 of a task record moved");
@@ -387,11 +399,14 @@ static struct ql_task *stack_map(size_t size)
 	t->stack_lo = map + QL_GUARD;
 	t->stack_size = (size_t)((char *)t - t->stack_lo);
 	t->size_class = size;
+	/* Without it valgrind takes every switch for a wild stack pointer. */
+	t->vg_stack = VALGRIND_STACK_REGISTER(t->stack_lo, (char *)t);
 	return t;
 }
 
 static void stack_unmap(struct ql_task *t)
 {
+	VALGRIND_STACK_DEREGISTER(t->vg_stack);
 	munmap(t->map, t->map_len);
 }
 
