@@ -5,7 +5,8 @@
 #
 # Groups:
 #   build   compiler, make, pkg-config, liburing, Check, sys/sdt.h (library, tests);
-#           libhttp-parser, curl, python3 (bench/httpd and its test)
+#           libhttp-parser, curl, python3 (bench/httpd and its test); valgrind
+#           (<valgrind/valgrind.h> for the library, tests/valgrind_check.sh)
 #   bpf     clang/llvm, libbpf, bpftool, libelf, zlib, sys/sdt.h, iproute2;
 #           nftables, python3-jsonschema, curl, promtool (the observer's tests)
 #   bench   Go, wrk, nginx, fio, gnuplot (the benchmark peers and plots),
@@ -39,7 +40,8 @@ group_pkgs() {
 	case $1 in
 	# libhttp-parser-dev: bench/httpd parses HTTP with it; curl and python3:
 	# its robustness test (tests/httpd/robust.sh).
-	build) echo "gcc make pkg-config liburing-dev check systemtap-sdt-dev libhttp-parser-dev curl python3" ;;
+	build) echo "gcc make pkg-config liburing-dev check systemtap-sdt-dev libhttp-parser-dev curl python3" \
+		"valgrind" ;;
 	# make demo (scripts/demo.sh): wrk drives the server, ss finds a free port.
 	demo) echo "wrk iproute2 curl python3" ;;
 	# nftables, python3, python3-jsonschema, curl, prometheus (promtool):

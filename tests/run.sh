@@ -12,7 +12,9 @@
 # clients) runs, both ways, counted like a suite. On a build without
 # sanitizers, and when no QILIN_TEST_ONLY is
 # given, tests/install_check.sh then installs the build into a scratch root
-# and uses it as an outside program would (counted as one test case).
+# and uses it as an outside program would, and tests/valgrind_check.sh runs
+# programs that use qilin under valgrind's memcheck (each counted as one
+# test case, or one skipped).
 #
 # Counting is in Check test cases, read from Check's summary lines
 # ("100%: Checks: 12, Failures: 0, Errors: 0"): passed = Checks - Failures -
@@ -280,6 +282,22 @@ if [ "$san" = 0 ] && [ -z "${QILIN_TEST_ONLY:-}" ]; then
 	*)
 		failed=$((failed + 1))
 		failures+=(install_check)
+		;;
+	esac
+fi
+
+# Programs that use qilin under valgrind's memcheck (not for a sanitizer
+# build either: valgrind cannot run those).
+if [ "$san" = 0 ] && [ -z "${QILIN_TEST_ONLY:-}" ]; then
+	echo "=== valgrind_check"
+	"$here/valgrind_check.sh" "$build"
+	rc=$?
+	case $rc in
+	0) passed=$((passed + 1)) ;;
+	77) skipped=$((skipped + 1)) ;;
+	*)
+		failed=$((failed + 1))
+		failures+=(valgrind_check)
 		;;
 	esac
 fi
