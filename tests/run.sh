@@ -270,36 +270,30 @@ if [ "$want_observer" = 1 ]; then
 	run_suite observer "$here/observer/run_observer.py" QILIN_BUILD="$build"
 fi
 
-# The installed library, used from outside (not meaningful for a sanitizer
-# build, whose objects need the sanitizer runtime).
-if [ "$san" = 0 ] && [ -z "${QILIN_TEST_ONLY:-}" ]; then
-	echo "=== install_check"
-	"$here/install_check.sh" "$build"
-	rc=$?
-	case $rc in
-	0) passed=$((passed + 1)) ;;
-	77) skipped=$((skipped + 1)) ;;
-	*)
-		failed=$((failed + 1))
-		failures+=(install_check)
-		;;
-	esac
-fi
+# A check script over the whole build, counted as one test case: exit 0
+# passed, 77 skipped (it says why), anything else failed.
+run_check() {
+	local name=$1 rc
 
-# Programs that use qilin under valgrind's memcheck (not for a sanitizer
-# build either: valgrind cannot run those).
-if [ "$san" = 0 ] && [ -z "${QILIN_TEST_ONLY:-}" ]; then
-	echo "=== valgrind_check"
-	"$here/valgrind_check.sh" "$build"
+	echo "=== $name"
+	"$here/$name.sh" "$build"
 	rc=$?
 	case $rc in
 	0) passed=$((passed + 1)) ;;
 	77) skipped=$((skipped + 1)) ;;
 	*)
 		failed=$((failed + 1))
-		failures+=(valgrind_check)
+		failures+=("$name")
 		;;
 	esac
+}
+
+# The installed library, used from outside, and programs that use qilin
+# under valgrind's memcheck: neither for a sanitizer build (its objects need
+# the sanitizer runtime, and valgrind cannot run them).
+if [ "$san" = 0 ] && [ -z "${QILIN_TEST_ONLY:-}" ]; then
+	run_check install_check
+	run_check valgrind_check
 fi
 
 if [ "${#failures[@]}" -gt 0 ]; then
