@@ -16,12 +16,15 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -225,6 +228,33 @@ static inline int no_operands(int argc, void (*usage)(FILE *))
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * Servers and load generators hold an fd per connection: raise the soft
+ * RLIMIT_NOFILE to the hard limit (silently; a later socket() says EMFILE).
+ */
+static inline void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/*
+ * Block SIGINT and SIGTERM in the calling thread, and so in every thread it
+ * creates afterwards (they inherit the mask), and put them in *set: the
+ * program takes them with sigwait(set).
+ */
+static inline void block_stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
 }
 
 /*

@@ -463,7 +463,6 @@ int main(int argc, char **argv)
 	uint64_t port = 0, v;
 	int *lfds = NULL, opt, sig, err, rc = 1, stream_mode = 1;
 	unsigned i, n = 0, started = 0;
-	struct rlimit rl;
 	sigset_t sigs;
 
 	while ((opt = getopt(argc, argv, "a:p:w:r:m:b:B:h")) != -1) {
@@ -528,16 +527,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, BENCH_PROG ": -a wants an IPv4 address, not '%s'\n", addr);
 		return 2;
 	}
-	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	raise_nofile();
 
 	/* SIGTERM and SIGINT are taken with sigwait; the workers inherit this mask. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	block_stop_signals(&sigs);
 
 	err = ql_exec_create(&eo, &ex);
 	if (err < 0) {

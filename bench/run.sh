@@ -232,25 +232,22 @@ stop_server() {
 	started=("${keep[@]}")
 }
 
-# Peak RSS in kB of PID and its children (nginx: master + workers).
-peak_rss_kb() {
-	local total=0 p kb
+# The sum, over PID and its children (nginx: master + workers), of what the awk
+# program $3 prints from /proc/CHILD/$2.
+proc_sum() {
+	local total=0 p v
 	for p in "$1" $(pgrep -P "$1" || true); do
-		kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
-		total=$((total + ${kb:-0}))
+		v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || echo 0)
+		total=$((total + ${v:-0}))
 	done
 	echo $total
 }
 
+# Peak RSS in kB of PID and its children.
+peak_rss_kb() { proc_sum "$1" status '/^VmHWM:/ { print $2 }'; }
+
 # CPU time in clock ticks used so far by PID and its children (utime + stime).
-cpu_ticks() {
-	local total=0 p t
-	for p in "$1" $(pgrep -P "$1" || true); do
-		t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-		total=$((total + ${t:-0}))
-	done
-	echo $total
-}
+cpu_ticks() { proc_sum "$1" stat '{ print $14 + $15 }'; }
 clk_tck=$(getconf CLK_TCK)
 # The server's CPU use in percent of one CPU since cpu_mark: tells whether the
 # server or the client was the bottleneck (a server below ~90% was not).

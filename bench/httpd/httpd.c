@@ -82,6 +82,9 @@
 
 #include "qilin.h"
 
+#define BENCH_PROG "qilin-httpd"
+#include "../bench_util.h"
+
 #define MAX_HEADER (8u * 1024u)	 /* request line + headers */
 #define MAX_BODY (64u * 1024u)
 #define MAX_URL 1024u
@@ -1273,7 +1276,6 @@ int main(int argc, char **argv)
 	unsigned long port = 8080, workers = 0, idle_ms = 30000;
 	struct ql_exec_opts eo = { .sz = sizeof(eo) };
 	struct ql_stats st = { .sz = sizeof(st) };
-	struct rlimit rl;
 	sigset_t sigs;
 	cpu_set_t cpus;
 	char *end;
@@ -1333,29 +1335,17 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return usage_error_or_help(opt, usage) ? 2 : 0;
 		}
 	}
-	if (optind != argc) {
-		usage(stderr);
+	if (no_operands(argc, usage))
 		return 2;
-	}
 	g_idle_ticks = (unsigned)((idle_ms + SWEEP_MS - 1) / SWEEP_MS);
 	/* Every connection is an fd: take the whole hard limit. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	raise_nofile();
 	/* The workers inherit this mask: the signals come to sigwait below. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	block_stop_signals(&sigs);
 	signal(SIGPIPE, SIG_IGN);
 	http_parser_settings_init(&g_settings);
 	g_settings.on_message_begin = on_message_begin;

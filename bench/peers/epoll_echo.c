@@ -37,6 +37,8 @@
 #include <unistd.h>
 
 #define PROG "epoll_echo"
+#define BENCH_PROG PROG
+#include "../bench_util.h"
 #define BUF_SIZE (64 * 1024)
 
 /* One connection: its fd and the bytes read but not yet written back. */
@@ -230,7 +232,6 @@ int main(int argc, char **argv)
 	long port = 0, nthreads = 0;
 	struct thread *ts;
 	struct sigaction sa;
-	struct rlimit rl;
 	cpu_set_t mask;
 	int opt, cpu, i, started = 0, rc = 0;
 	char *end;
@@ -254,15 +255,11 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return usage_error_or_help(opt, usage) ? 2 : 0;
 		}
 	}
-	if (!port || optind != argc) {
+	if (!port || optind != argc) { /* -p is required, and no operands */
 		usage(stderr);
 		return 2;
 	}
@@ -273,10 +270,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": -a wants an IPv4 address, not '%s'\n", addr);
 		return 2;
 	}
-	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	raise_nofile();
 	/* One thread per CPU of the affinity mask, pinned in mask order. */
 	if (sched_getaffinity(0, sizeof(mask), &mask) < 0)
 		CPU_ZERO(&mask);

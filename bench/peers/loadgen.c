@@ -53,6 +53,8 @@
 #include "../lat_hist.h"
 
 #define PROG "loadgen"
+#define BENCH_PROG PROG
+#include "../bench_util.h"
 
 struct conn {
 	int fd;
@@ -80,14 +82,6 @@ static struct sockaddr_in target;
 static size_t msg_size = 64;
 static atomic_int phase; /* 0 warm-up, 1 measuring, 2 done */
 static uint64_t window_start, window_end;
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* Fill the message of c for its next round trip: its id and counter, then a pattern. */
 static void next_message(struct conn *c)
@@ -299,15 +293,11 @@ int main(int argc, char **argv)
 		case 'd':
 			secs = num_arg("-d", optarg, 1, 3600);
 			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return usage_error_or_help(opt, usage) ? 2 : 0;
 		}
 	}
-	if (!port || optind != argc) {
+	if (!port || optind != argc) { /* -p is required, and no operands */
 		usage(stderr);
 		return 2;
 	}
@@ -321,10 +311,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	/* C sockets plus a few: raise the soft limit to the hard one. */
-	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	raise_nofile();
 	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < (rlim_t)nconns + 16) {
 		fprintf(stderr, PROG ": %ld connections need RLIMIT_NOFILE >= %ld (it is %llu)\n",
 			nconns, nconns + 16, (unsigned long long)rl.rlim_cur);

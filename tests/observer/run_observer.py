@@ -258,6 +258,22 @@ def observer_attached(obs, timeout=15):
     obs.wait_records(1, timeout)
 
 
+def attach_json(t, name, env=None):
+    """An observer of target t (-p, a JSON record every 0.2 s), attached."""
+    obs = Observer(name, ["-p", str(t.pid), "-i", "0.2", "--json"], env=env)
+    observer_attached(obs)
+    return obs
+
+
+def trigger(t, obs, line):
+    """SIGUSR1 the waiting target t, wait for its line starting with `line`,
+    and return the last of the two whole intervals that follow."""
+    t.signal(signal.SIGUSR1)
+    t.wait_line(lambda l: l.startswith(line), 10, f"{line} line")
+    n0 = len(obs.records())
+    return obs.wait_records(n0 + 2, 10)[-1]
+
+
 def run(argv, timeout=30, check_rc=True, **kw):
     r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        timeout=timeout, **kw)
@@ -373,15 +389,10 @@ def depth_case(name, env=None, classic=False):
         if l.startswith("ring "):
             _, _, tid, k = l.split()
             tids[int(tid)] = int(k)
-    obs = Observer(f"{name}-observer", ["-p", str(t.pid), "-i", "0.2", "--json"], env=env)
-    observer_attached(obs)
+    obs = attach_json(t, f"{name}-observer", env=env)
     check_tracepoint_kind(obs.pid, classic)
-    t.signal(signal.SIGUSR1)
-    t.wait_line(lambda l: l.startswith("submitted"), 10, "submitted line")
-    n0 = len(obs.records())
     # Two whole intervals after the submissions returned.
-    recs = obs.wait_records(n0 + 2, 10)
-    last = recs[-1]
+    last = trigger(t, obs, "submitted")
     check(last.get("pid") == t.pid, f"pid {last.get('pid')} in the record, target is {t.pid}")
     rings = rings_of(last)
     check(len(rings) == 2, f"{len(rings)} rings reported, the target has 2: {rings}")
@@ -455,12 +466,8 @@ def case_depth_sqpoll():
     in flight and 7 SQEs, and its tid is a thread of the target."""
     t = Proc("sqpoll-target", [PROG["obs_depth"], "--wait", "--sqpoll", "--hold", "30", "7"])
     t.wait_line(lambda l: l.startswith("ready"), 10, "ready line")
-    obs = Observer("sqpoll-observer", ["-p", str(t.pid), "-i", "0.2", "--json"])
-    observer_attached(obs)
-    t.signal(signal.SIGUSR1)
-    t.wait_line(lambda l: l.startswith("submitted"), 10, "submitted line")
-    n0 = len(obs.records())
-    last = obs.wait_records(n0 + 2, 10)[-1]
+    obs = attach_json(t, "sqpoll-observer")
+    last = trigger(t, obs, "submitted")
     tids = {int(x) for x in os.listdir(f"/proc/{t.pid}/task")}
     t.signal(signal.SIGTERM)
     check(t.wait(5) == 0, f"obs_depth: {t.describe()}")
@@ -541,12 +548,8 @@ def case_attach_running():
     and no SQE."""
     t = Proc("late-target", [PROG["obs_depth"], "--late", "--hold", "30", "3", "5"])
     t.wait_line(lambda l: l.startswith("submitted"), 10, "submitted line")
-    obs = Observer("late-observer", ["-p", str(t.pid), "-i", "0.2", "--json"])
-    observer_attached(obs)
-    t.signal(signal.SIGUSR1)
-    t.wait_line(lambda l: l.startswith("completed"), 10, "completed line")
-    n0 = len(obs.records())
-    last = obs.wait_records(n0 + 2, 10)[-1]
+    obs = attach_json(t, "late-observer")
+    last = trigger(t, obs, "completed")
     t.signal(signal.SIGTERM)
     check(t.wait(5) == 0, f"obs_depth: {t.describe()}")
     obs.finish(t.pid)
@@ -568,13 +571,9 @@ def case_workers():
     exactly the SQEs, enters and CQEs the executor counted since go."""
     t = Proc("qilin-target", [PROG["obs_qilin"], "--wait", "--hold", "30", "-w", "2", "64"])
     t.wait_line(lambda l: l.startswith("ready"), 10, "ready line")
-    obs = Observer("qilin-observer", ["-p", str(t.pid), "-i", "0.2", "--json"])
-    observer_attached(obs)
-    t.signal(signal.SIGUSR1)
-    t.wait_line(lambda l: l.startswith("submitted"), 10, "submitted line")
+    obs = attach_json(t, "qilin-observer")
+    last = trigger(t, obs, "submitted")
     me = json.loads([l for l in t.lines() if l.startswith("{")][0])
-    n0 = len(obs.records())
-    last = obs.wait_records(n0 + 2, 10)[-1]
     t.signal(signal.SIGTERM)
     check(t.wait(10) == 0, f"obs_qilin: {t.describe()}; {t.errmsg()}")
     obs.finish(t.pid, timeout=10)
