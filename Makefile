@@ -182,7 +182,10 @@ test: deps-test
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)tests/run.sh $(BUILD)
 
-test-unit: tests
+# With `make bpf test-unit` (CI's sanitizer stage) the suites wait for the
+# BPF tools too: under -j they would otherwise start before those are linked,
+# and skip the cases that need them.
+test-unit: tests $(filter bpf,$(MAKECMDGOALS))
 	$(Q)tests/run.sh $(BUILD)
 
 # The concurrency suites only (what CI runs under SAN=thread).
