@@ -374,17 +374,11 @@ static void global_push(struct ql_exec *ex, struct ql_batch *b)
 	ql__global_push_batch(&ex->global, &b->node, &b->node, 1);
 }
 
-/*
- * Queue a task on the calling worker's deque. A full deque moves its older
- * half to the global queue first (Go's runqputslow). Returns 0 or -ENOMEM
- * (no memory for the batch: the task is not queued).
- */
-static int local_push(struct ql_worker *w, struct ql_job *t)
+/* local_push's deque was full: move its older half to the global queue first. */
+static __attribute__((noinline)) int local_push_spill(struct ql_worker *w, struct ql_job *t)
 {
 	struct ql_batch *b;
 
-	if (__builtin_expect(ql__deque_push_local(&w->dq, t) == 0, 1))
-		return 0;
 	b = malloc(sizeof(*b));
 	if (!b)
 		return -ENOMEM;
@@ -405,6 +399,18 @@ static int local_push(struct ql_worker *w, struct ql_job *t)
 	b->items[0] = t;
 	global_push(w->ex, b);
 	return 0;
+}
+
+/*
+ * Queue a task on the calling worker's deque. A full deque moves its older
+ * half to the global queue first (Go's runqputslow). Returns 0 or -ENOMEM
+ * (no memory for the batch: the task is not queued).
+ */
+static inline int local_push(struct ql_worker *w, struct ql_job *t)
+{
+	if (__builtin_expect(ql__deque_push_inline(&w->dq, t) == 0, 1))
+		return 0;
+	return local_push_spill(w, t);
 }
 
 /*
@@ -1288,18 +1294,24 @@ int ql_exec_stats(struct ql_exec *ex, struct ql_stats *out)
 
 /* ------------------------------------------------------------ spawning */
 
-static void sample_spawn(struct ql_worker *w, struct ql_job *t)
+/* Traced only: one spawn in QL_SAMPLE_EVERY is timed (task_run's delay) and fires task_spawn. */
+static __attribute__((noinline)) void sample_spawn_traced(struct ql_worker *w, struct ql_job *t)
 {
 	static __thread uint32_t outside_ctr;
 	uint32_t *ctr = w ? &w->sample_ctr : &outside_ctr;
 
-	t->t_ready = 0;
-	if (!QL_TRACED(task_run) && !QL_TRACED(task_spawn))
-		return;
 	if (++*ctr % QL_SAMPLE_EVERY)
 		return;
 	t->t_ready = ql_now();
 	STAP_PROBE2(qilin, task_spawn, t, w ? (int)w->id : -1);
+}
+
+/* Untraced, a spawn pays two semaphore loads here and nothing else. */
+static inline void sample_spawn(struct ql_worker *w, struct ql_job *t)
+{
+	t->t_ready = 0;
+	if (QL_TRACED(task_run) || QL_TRACED(task_spawn))
+		sample_spawn_traced(w, t);
 }
 
 /*
@@ -1348,7 +1360,7 @@ static int spawn_outside(struct ql_exec *ex, struct ql_worker *to, struct ql_job
 }
 
 /* Queue t on the calling worker: counted, then pushed, then a thief woken. */
-static int spawn_local(struct ql_worker *self, struct ql_job *t)
+static inline int spawn_local(struct ql_worker *self, struct ql_job *t)
 {
 	t->node.next = NULL;
 	sample_spawn(self, t);

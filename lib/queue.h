@@ -34,6 +34,7 @@
 #ifndef QILIN_LIB_QUEUE_H
 #define QILIN_LIB_QUEUE_H
 
+#include <errno.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -92,6 +93,36 @@ void ql__deque_fini(struct ql_deque *d);
  * ql__deque_pop_half_local() and pushes again), or -EINVAL for NULL.
  */
 int ql__deque_push_local(struct ql_deque *d, void *item);
+
+/* The same for a caller that knows item is not NULL; inline, for the executor's spawn path. */
+static inline int ql__deque_push_inline(struct ql_deque *d, void *item)
+{
+	int64_t b, t;
+
+	/* relaxed: only this thread, the owner, ever writes bottom. */
+	b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+	/*
+	 * acquire: pairs with the CAS (seq_cst, hence release) by which a
+	 * thief took the item that last used the slot we are about to fill
+	 * (index b - capacity); its relaxed read of the slot happened before
+	 * that CAS, so it happens before our store and cannot see the new
+	 * item. A stale, smaller top only makes the deque look fuller: a
+	 * spurious -ENOSPC at worst, never an overwrite.
+	 */
+	t = atomic_load_explicit(&d->top, memory_order_acquire);
+	if (b - t > (int64_t)d->mask)
+		return -ENOSPC;
+	/* relaxed: published by the release store of bottom just below. */
+	atomic_store_explicit(&d->slots[b & d->mask], item, memory_order_relaxed);
+	/*
+	 * release: a thief that loads this bottom (seq_cst, so acquire) and
+	 * finds index b below it also sees the slot write above. (The paper's
+	 * release fence + relaxed store; the fence had no other store to
+	 * order.)
+	 */
+	atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
+	return 0;
+}
 
 /*
  * Owner only. Pop the most recently pushed item (LIFO). Returns it, or NULL

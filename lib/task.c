@@ -1133,23 +1133,28 @@ static void task_finish(struct ql_task *t)
 	struct ql_chain *c = &t->chain;
 	int r;
 
-	ql__chain_run(c);
+	if (c->n || c->chunk)
+		ql__chain_run(c);
+	if (__builtin_expect(!c->panicking && !c->recovered, 1)) {
+		/* No panic since the chain was last reset: it is idle already. */
+		assert(c->in_defer == 0 && c->panic_code == 0);
+		t->status = (r = cancel_reason(t)) ? -r : 0;
+		task_switch_out(t, AFTER_EXIT);
+		__builtin_unreachable();
+	}
 	if (c->panicking) {
 		t->panicked = 1;
 		t->status = c->panic_code;
 		fprintf(stderr, "qilin: task %llu%s%s%s panicked: code %d: %s\n",
 			(unsigned long long)t->id, t->name ? " (" : "", t->name ? t->name : "",
 			t->name ? ")" : "", c->panic_code, c->panic_msg ? c->panic_msg : "");
-	} else if (c->recovered) {
-		t->status = c->panic_code;
 	} else {
-		t->status = (r = cancel_reason(t)) ? -r : 0;
+		t->status = c->panic_code; /* recovered */
 	}
 	/*
 	 * The chain back in its idle state for the record's next task (struct
-	 * ql_task), now that its lines are hot: empty it is already; a panic
-	 * inside a deferred call never returned to the outer run, whose
-	 * in_defer count is left raised.
+	 * ql_task): empty it is already; a panic inside a deferred call never
+	 * returned to the outer run, whose in_defer count is left raised.
 	 */
 	assert(c->n == 0 && !c->chunk);
 	c->in_defer = 0;
