@@ -47,13 +47,21 @@
  * other are seq_cst (or under one lock), so a cancel is never missed.
  *
  * Locks. Two small spinlocks per task: `lock` guards join_target (the task
- * it waits for), `wlock` guards its list of waiting tasks and its `done`
- * transition. Order: a waiter's lock, then its target's wlock; a scope's
- * lock before any task lock; a parent scope's lock before a child's.
+ * it waits for), `wlock` guards its list of waiting tasks. Order: a
+ * waiter's lock, then its target's wlock; a scope's lock before any task
+ * lock; a parent scope's lock before a child's.
  *
- * Lifetime. t->refs counts the task itself until it ends, the handle given
- * by ql_go (until ql_task_release), and every library job in flight that
- * points at it. The last reference frees the stack.
+ * Lifetime and the end, in one word: t->state. Its low bits count the
+ * holders other than the task itself: the handle given by ql_go (until
+ * ql_task_release) and every library job in flight that points at it.
+ * T_RUN is the task's own hold, cleared when it ends: that is "done". T_WAIT
+ * says a joiner may be waiting (a task on the waiter list, or a thread on the
+ * futex); it is set before the joiner looks at T_RUN and never cleared. The
+ * state reaching 0 (T_WAIT aside) frees the stack. The end clears T_RUN with
+ * one compare-and-swap when T_WAIT is clear: no joiner can be waiting then,
+ * since a joiner's fetch-or of T_WAIT and that CAS are both read-modify-writes
+ * of the one word, so one of them sees the other. With T_WAIT set, the end
+ * keeps a hold while it wakes the waiters, and drops it afterwards.
  */
 #include <assert.h>
 #include <errno.h>
@@ -149,9 +157,8 @@ struct ql_task {
 	struct ql_worker *w;	 /* the worker running it, or where it parked last */
 	struct ql_scope *cur_scope; /* the scope its calls obey, or NULL */
 	/* ---- line 1 ---- */
-	_Atomic int refs;
+	_Atomic int state;	 /* T_RUN | T_WAIT | holders (see Lifetime) */
 	_Atomic int killed;	 /* 0 or ECANCELED (ql_cancel) */
-	_Atomic int done;
 	_Atomic int outside_waiters;
 	int status;		 /* for ql_join */
 	uint8_t after;		 /* AFTER_*: what the scheduler does next */
@@ -189,7 +196,18 @@ struct ql_task {
 	unsigned vg_stack;	 /* valgrind's id for the stack (0 when not under valgrind) */
 };
 
-_Static_assert(offsetof(struct ql_task, refs) == 64, "line 1 of a task record moved");
+_Static_assert(offsetof(struct ql_task, state) == 64, "line 1 of a task record moved");
+
+/* t->state: the task's own hold (it has not ended), and "a joiner may wait". */
+#define T_RUN (1 << 29)
+#define T_WAIT (1 << 30)
+#define T_HOLDS(v) ((v) & ~T_WAIT)
+
+/* Whether t has ended. acquire: its status and effects are visible then. */
+static inline int task_done(struct ql_task *t)
+{
+	return !(atomic_load_explicit(&t->state, memory_order_acquire) & T_RUN);
+}
 _Static_assert(offsetof(struct ql_task, name) + sizeof(char *) <= 128,
 	       "line 1 of a task record overflows");
 _Static_assert(offsetof(struct ql_task, chain) == 128, "line 2 of a task record moved");
@@ -491,13 +509,13 @@ static void task_free(struct ql_task *t)
 static void task_ref(struct ql_task *t)
 {
 	/* relaxed: the caller already holds a reference (or a lock that pins one). */
-	atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&t->state, 1, memory_order_relaxed);
 }
 
 static void task_unref(struct ql_task *t)
 {
 	/* acq_rel: the freer sees every other holder's last writes. */
-	if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+	if (T_HOLDS(atomic_fetch_sub_explicit(&t->state, 1, memory_order_acq_rel)) == 1)
 		task_free(t);
 }
 
@@ -802,7 +820,7 @@ int ql_cancel(struct ql_task *t)
 	if (!t)
 		return -EINVAL;
 	/* acquire: if it ended, its status is final. */
-	if (atomic_load_explicit(&t->done, memory_order_acquire))
+	if (task_done(t))
 		return -EALREADY;
 	/* seq_cst: the flag before the look at where it is parked. */
 	atomic_store_explicit(&t->killed, ECANCELED, memory_order_seq_cst);
@@ -1065,9 +1083,8 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 	t->ctx.sp = NULL;
 	t->w = self ? self : ex->workers[0];
 	t->cur_scope = NULL;
-	atomic_init(&t->refs, out ? 2 : 1);
+	atomic_init(&t->state, T_RUN | (out ? 1 : 0));
 	atomic_init(&t->killed, 0);
-	atomic_init(&t->done, 0);
 	atomic_init(&t->outside_waiters, 0);
 	t->status = 0;
 	t->after = 0;
@@ -1186,33 +1203,48 @@ static void task_end(struct ql_worker *w, struct ql_task *t)
 	 * now, so there is nothing to publish. A detached task ends without a
 	 * single atomic read-modify-write.
 	 */
-	if (atomic_load_explicit(&t->refs, memory_order_acquire) == 1) {
-		w->tasks_ended++;
-		task_free(t);
-		return;
-	}
-	/*
-	 * seq_cst store, then seq_cst loads of the waiter list and of the
-	 * outside-waiter count: a joiner publishes itself (under wlock, then a
-	 * seq_cst fence-like load of done, see join_commit) or its count and
-	 * then looks at done. One of the two sides sees the other, so the
-	 * common case, nobody waiting, takes no lock.
-	 */
-	atomic_store_explicit(&t->done, 1, memory_order_seq_cst);
-	if (atomic_load_explicit(&t->waiters, memory_order_seq_cst)) {
-		spin_lock(&t->wlock);
-		list = atomic_load_explicit(&t->waiters, memory_order_relaxed);
-		atomic_store_explicit(&t->waiters, NULL, memory_order_relaxed);
-		for (struct ql_task *x = list; x; x = x->wnext)
-			x->in_wait = 0;
-		spin_unlock(&t->wlock);
-		for (struct ql_task *x = list; x; x = next) {
-			next = x->wnext;
-			task_wake(x);
+	int v = atomic_load_explicit(&t->state, memory_order_acquire);
+
+	for (;;) {
+		if (v == T_RUN) {
+			w->tasks_ended++;
+			task_free(t);
+			return;
+		}
+		if (v & T_WAIT)
+			break;
+		/*
+		 * Nobody waits: done, and the task's own hold dropped, in one
+		 * CAS. acq_rel: the status and the task's effects go out with
+		 * it; a failure (a holder came or went, or a joiner set
+		 * T_WAIT) rereads. Another holder remains (v was not T_RUN):
+		 * the last to let go frees.
+		 */
+		if (atomic_compare_exchange_weak_explicit(&t->state, &v, v & ~T_RUN,
+							  memory_order_acq_rel, memory_order_acquire)) {
+			w->tasks_ended++;
+			return;
 		}
 	}
-	if (atomic_load_explicit(&t->outside_waiters, memory_order_seq_cst))
-		futex_wake_all(&t->done);
+	/*
+	 * A joiner may wait: done, trading the task's own hold for a plain one
+	 * that keeps the record (its waiter list, its futex word) alive while
+	 * the waiters are woken. Every waiter published itself before setting
+	 * T_WAIT, so the list read under wlock below has all of them.
+	 */
+	atomic_fetch_sub_explicit(&t->state, T_RUN - 1, memory_order_acq_rel);
+	spin_lock(&t->wlock);
+	list = atomic_load_explicit(&t->waiters, memory_order_relaxed);
+	atomic_store_explicit(&t->waiters, NULL, memory_order_relaxed);
+	for (struct ql_task *x = list; x; x = x->wnext)
+		x->in_wait = 0;
+	spin_unlock(&t->wlock);
+	for (struct ql_task *x = list; x; x = next) {
+		next = x->wnext;
+		task_wake(x);
+	}
+	if (atomic_load_explicit(&t->outside_waiters, memory_order_relaxed))
+		futex_wake_all(&t->state);
 	w->tasks_ended++;
 	task_unref(t);
 }
@@ -1243,15 +1275,16 @@ static void join_commit(struct ql_task *self)
 	int wake = 0;
 
 	spin_lock(&u->wlock);
-	/* Publish first (seq_cst), then look at done: task_end's Dekker pair. */
+	/* Publish first, then set T_WAIT and look at T_RUN in one step (see Lifetime). */
 	head = atomic_load_explicit(&u->waiters, memory_order_relaxed);
 	self->wprev = NULL;
 	self->wnext = head;
 	if (head)
 		head->wprev = self;
 	self->in_wait = 1;
-	atomic_store_explicit(&u->waiters, self, memory_order_seq_cst);
-	if (atomic_load_explicit(&u->done, memory_order_seq_cst) || cancel_reason(self)) {
+	atomic_store_explicit(&u->waiters, self, memory_order_relaxed);
+	if (!(atomic_fetch_or_explicit(&u->state, T_WAIT, memory_order_acq_rel) & T_RUN) ||
+	    cancel_reason(self)) {
 		/* Ended (or we were cancelled) meanwhile: take ourselves back out, if still in. */
 		if (self->in_wait) {
 			if (self->wnext)
@@ -1281,7 +1314,7 @@ int ql_join(struct ql_task *t, int *status)
 	if (!t)
 		return -EINVAL;
 	/* acquire: the ended task's status and effects are visible. */
-	if (atomic_load_explicit(&t->done, memory_order_acquire))
+	if (task_done(t))
 		return join_result(t, status);
 	self = cur_task();
 	if (self == t)
@@ -1296,15 +1329,22 @@ int ql_join(struct ql_task *t, int *status)
 		spin_lock(&self->lock);
 		self->join_target = NULL;
 		spin_unlock(&self->lock);
-		if (!atomic_load_explicit(&t->done, memory_order_acquire))
+		if (!task_done(t))
 			return -((r = cancel_reason(self)) ? r : ECANCELED);
 		return join_result(t, status);
 	}
-	/* A thread: block on the done word (seq_cst: the Dekker pair with task_end). */
-	atomic_fetch_add_explicit(&t->outside_waiters, 1, memory_order_seq_cst);
-	while (!atomic_load_explicit(&t->done, memory_order_seq_cst))
-		futex_wait(&t->done, 0);
-	atomic_fetch_sub_explicit(&t->outside_waiters, 1, memory_order_seq_cst);
+	/*
+	 * A thread: counted, then T_WAIT (so that the end sees the count),
+	 * then block on the state word until T_RUN goes. The word also moves
+	 * when holders come and go: the wait then returns and we look again.
+	 */
+	atomic_fetch_add_explicit(&t->outside_waiters, 1, memory_order_relaxed);
+	int v = atomic_fetch_or_explicit(&t->state, T_WAIT, memory_order_acq_rel) | T_WAIT;
+	while (v & T_RUN) {
+		futex_wait(&t->state, v);
+		v = atomic_load_explicit(&t->state, memory_order_acquire);
+	}
+	atomic_fetch_sub_explicit(&t->outside_waiters, 1, memory_order_relaxed);
 	return join_result(t, status);
 }
 

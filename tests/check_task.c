@@ -2107,6 +2107,74 @@ START_TEST(test_join_from_task)
 }
 END_TEST
 
+/*
+ * The end of a task racing its joiners: tasks that end at once or after a
+ * yield or two, each joined at the same moment by a task on the other
+ * worker and by the test thread, half of them ending in a recovered panic
+ * (the status comes from the chain). Every join must return the right
+ * status, none may hang, and the sanitizer builds check that no record is
+ * touched after it was freed.
+ */
+#define JR_BATCH 64
+
+static struct recov jr_rec[JR_BATCH];
+static struct ql_task *jr_t[JR_BATCH];
+static int jr_seen[JR_BATCH];
+
+static void jr_body(void *arg)
+{
+	long i = (long)(intptr_t)arg;
+
+	for (long k = 0; k < i % 3; k++)
+		ql_yield();
+	if (i & 1) {
+		EXPECT_EQ(ql_defer(d_recover, &jr_rec[i % JR_BATCH]), 0);
+		ql_panic((int)(i % 1000) + 1, "join-race");
+	}
+}
+
+static void jr_joiner(void *arg)
+{
+	long k = (long)(intptr_t)arg;
+	int st = -1;
+
+	EXPECT_EQ(ql_join(jr_t[k], &st), 0);
+	jr_seen[k] = st;
+}
+
+START_TEST(test_join_end_race)
+{
+	int fds0 = begin();
+	struct ql_exec *ex = make_exec(2);
+	struct ql_task *j[JR_BATCH];
+	long rounds = T_TSAN ? 40 : 300;
+
+	for (long r = 0; r < rounds; r++) {
+		for (long k = 0; k < JR_BATCH; k++) {
+			jr_t[k] = go(ex, jr_body, (void *)(intptr_t)(r * JR_BATCH + k));
+			jr_seen[k] = -1;
+		}
+		for (long k = 0; k < JR_BATCH; k++)
+			j[k] = go(ex, jr_joiner, (void *)(intptr_t)k);
+		for (long k = 0; k < JR_BATCH; k++) {
+			long i = r * JR_BATCH + k;
+
+			join_is(jr_t[k], 0, (i & 1) ? (int)(i % 1000) + 1 : 0, "raced task");
+		}
+		for (long k = 0; k < JR_BATCH; k++) {
+			long i = r * JR_BATCH + k;
+
+			join_is(j[k], 0, 0, "joiner");
+			ck_assert_int_eq(jr_seen[k], (i & 1) ? (int)(i % 1000) + 1 : 0);
+			ql_task_release(j[k]);
+			ql_task_release(jr_t[k]);
+		}
+	}
+	check_expects();
+	finish(ex, fds0);
+}
+END_TEST
+
 START_TEST(test_join_cancelled_joiner)
 {
 	int fds0 = begin(), fd[2], nofd[2];
@@ -2924,6 +2992,7 @@ int main(void)
 		{ "join_outside_threads", test_join_outside_threads, 10, NULL },
 		{ "join_from_task", test_join_from_task, 10, NULL },
 		{ "join_cancelled_joiner", test_join_cancelled_joiner, 10, NULL },
+		{ "join_end_race", test_join_end_race, 60, NULL },
 		{ "yield_alternates", test_yield_alternates, 10, NULL },
 		{ "sleep_duration", test_sleep_duration, 10, NULL },
 		{ "outside_task_eperm", test_outside_task_eperm, 10, NULL },
