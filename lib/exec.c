@@ -98,17 +98,6 @@ _Static_assert(QL_BATCH_MAX == QL_DEQUE_SIZE / 2, "a batch is half a deque");
 QL_TLS struct ql_worker *ql__self;
 QL_TLS struct ql_chain *ql__chain;
 
-/* A spin-wait hint to the CPU (lets the sibling hyper-thread run). */
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield" ::: "memory");
-#else
-	__asm__ __volatile__("" ::: "memory");
-#endif
-}
 
 /*
  * USDT probes, provider "qilin". Each has a semaphore the tracer increments
@@ -955,7 +944,7 @@ static void *worker_main(void *arg)
 			if (!t && !ql__inbox_empty(&w->inbox))
 				t = inbox_take(w);
 			for (unsigned i = 0; !t && i < QL_SPIN_PAUSES; i++)
-				cpu_relax();
+				ql__cpu_relax();
 		}
 		if (t) {
 			/* It came out of a deque with room for it: this push cannot fail. */

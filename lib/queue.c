@@ -138,15 +138,6 @@
 
 #include "queue.h"
 
-/* A hint to the CPU that this thread is spinning (on a lost CAS). */
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield" ::: "memory");
-#endif
-}
 
 /* ---------------------------------------------------------------- deque */
 
@@ -293,7 +284,7 @@ unsigned ql__deque_pop_half_local(struct ql_deque *d, void **out, unsigned max)
 		if (atomic_compare_exchange_weak_explicit(&d->top, &t, t + k, memory_order_seq_cst,
 							  memory_order_relaxed))
 			return (unsigned)k;
-		cpu_relax();
+		ql__cpu_relax();
 	}
 }
 
@@ -355,7 +346,7 @@ void *ql__deque_steal(struct ql_deque *d)
 		if (ret == 0)
 			return NULL;
 		/* Lost a race: somebody else made progress; try again, briefly. */
-		cpu_relax();
+		ql__cpu_relax();
 	}
 	return NULL;
 }

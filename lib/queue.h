@@ -39,6 +39,18 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+/* A spin-wait hint to the CPU (lets the sibling hyper-thread run): thieves, lost CASes. */
+static inline void ql__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
 /* The cache-line size qilin pads to, in bytes. */
 #define QL_CACHELINE 64
 
