@@ -98,7 +98,6 @@ _Static_assert(QL_BATCH_MAX == QL_DEQUE_SIZE / 2, "a batch is half a deque");
 QL_TLS struct ql_worker *ql__self;
 QL_TLS struct ql_chain *ql__chain;
 
-
 /*
  * USDT probes, provider "qilin". Each has a semaphore the tracer increments
  * when it attaches, so an untraced process pays one load and a
