@@ -43,11 +43,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# share PERF_DATA SYMBOL: the children percentage of one kernel symbol.
-share() {
+# tcp PERF_DATA: the children percentages of tcp_sendmsg and tcp_recvmsg, added.
+tcp() {
 	perf report -i "$1" --children --sort sym -g none --stdio 2>/dev/null |
-		awk -v s="$2" '!f && $NF == s && $(NF-1) == "[k]" { sub("%", "", $1); v = $1; f = 1 }
-			       END { print f ? v : 0 }'
+		awk 'NF >= 2 && $(NF-1) == "[k]" && ($NF == "tcp_sendmsg" || $NF == "tcp_recvmsg") && !seen[$NF]++ {
+			sub("%", "", $1); t += $1 } END { print t + 0 }'
 }
 
 # user PERF_DATA: the share of samples outside the kernel.
@@ -56,6 +56,7 @@ user() {
 		awk '$1 ~ /%$/ && $2 != "[kernel.kallsyms]" { sub("%", "", $1); u += $1 } END { print u + 0 }'
 }
 
+hz=$(getconf CLK_TCK)
 declare -A tcp_share per_msg
 printf '| server | msgs/s | server CPU per msg (us) | TCP send+recv | rest: kernel | rest: user |\n'
 printf '|---|---:|---:|---:|---:|---:|\n'
@@ -86,21 +87,19 @@ for sys in qilin epoll; do
 	wait "$srv" 2>/dev/null || true
 	srv=
 	rate=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["msgs_per_s"])' "$tmp/$sys.json")
-	send=$(share "$tmp/$sys.data" tcp_sendmsg)
-	recv=$(share "$tmp/$sys.data" tcp_recvmsg)
+	tcp_pct=$(tcp "$tmp/$sys.data")
 	usr=$(user "$tmp/$sys.data")
-	hz=$(getconf CLK_TCK)
 	read -r per tcp row < <(python3 -c '
 import sys
-rate, t0, t1, hz, w0, w1, send, recv, usr = map(float, sys.argv[1:])
+rate, t0, t1, hz, w0, w1, tcp_pct, usr = map(float, sys.argv[1:])
 cpu = (t1 - t0) / hz / (w1 - w0)        # server CPUs busy over the profile
 per = cpu / rate * 1e6                  # us of server CPU per message
-tcp = (send + recv) / 100
+tcp = tcp_pct / 100
 u = usr / 100
 k = 1 - tcp - u
 print(f"{per:.2f} {tcp:.4f} {per:.2f} us | {tcp * per:.2f} us ({tcp:.1%}) | "
       f"{k * per:.2f} us ({k:.1%}) | {u * per:.2f} us ({u:.1%})")' \
-		"$rate" "$t0" "$t1" "$hz" "$w0" "$w1" "$send" "$recv" "$usr")
+		"$rate" "$t0" "$t1" "$hz" "$w0" "$w1" "$tcp_pct" "$usr")
 	tcp_share[$sys]=$tcp
 	per_msg[$sys]=$per
 	printf '| %s | %.0f | %s |\n' "$sys" "$rate" "$row"

@@ -232,21 +232,12 @@ static void sconn_free(struct sconn *c)
 
 static void on_sent(void *arg, ssize_t res);
 
-/* Send what is pending, if nothing is in flight: the pending buffer goes out. */
-static void sconn_flush(struct sconn *c)
+/* Send the buffer now in flight (fly_len bytes) from its start; a failure stops the reading. */
+static void fly_send(struct sconn *c)
 {
 	int err;
 
-	if (c->sending || !c->pend_len)
-		return;
-	/* Nothing in flight: the pending buffer becomes the one in flight. */
-	fly_put(c);
-	c->fly = c->pend;
-	c->fly_cap = c->pend_cap;
-	c->fly_len = c->pend_len;
 	c->fly_off = 0;
-	c->pend = NULL;
-	c->pend_cap = c->pend_len = 0;
 	err = ql_send_cb(c->fd, c->fly, c->fly_len, MSG_NOSIGNAL, on_sent, c);
 	if (err < 0) {
 		fprintf(stderr, BENCH_PROG ": ql_send_cb: %s\n", strerror(-err));
@@ -255,6 +246,21 @@ static void sconn_flush(struct sconn *c)
 		return;
 	}
 	c->sending = 1;
+}
+
+/* Send what is pending, if nothing is in flight: the pending buffer goes out. */
+static void sconn_flush(struct sconn *c)
+{
+	if (c->sending || !c->pend_len)
+		return;
+	/* Nothing in flight: the pending buffer becomes the one in flight. */
+	fly_put(c);
+	c->fly = c->pend;
+	c->fly_cap = c->pend_cap;
+	c->fly_len = c->pend_len;
+	c->pend = NULL;
+	c->pend_cap = c->pend_len = 0;
+	fly_send(c);
 }
 
 static void on_sent(void *arg, ssize_t res)
@@ -306,23 +312,14 @@ static void on_recv(void *arg, ssize_t res, const void *buf, unsigned flags)
 	if (!c->sending && !c->pend_len && ql_stream_keep(buf) == 0) {
 		/*
 		 * Nothing queued and nothing in flight (the usual case): send
-		 * straight from the provided buffer, kept until the send is back.
+		 * straight from the provided buffer, kept until the send is back
+		 * (or, if the send fails, until the connection is freed).
 		 */
-		int err;
-
 		fly_put(c);
 		c->fly = (char *)buf;
 		c->fly_kept = 1;
 		c->fly_cap = c->fly_len = (size_t)res;
-		c->fly_off = 0;
-		err = ql_send_cb(c->fd, c->fly, c->fly_len, MSG_NOSIGNAL, on_sent, c);
-		if (err < 0) {
-			fprintf(stderr, BENCH_PROG ": ql_send_cb: %s\n", strerror(-err));
-			fly_put(c);
-			ql_stream_cancel(c->rs);
-			return;
-		}
-		c->sending = 1;
+		fly_send(c);
 		return;
 	}
 	if (!c->pend && (size_t)res <= SLOT) {

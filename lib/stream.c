@@ -97,7 +97,6 @@ struct stream_local {
 	unsigned npool;
 	struct ql_stream *cur;	  /* the stream whose fn is running with data, or NULL */
 	uint8_t *kept;		  /* per buffer id: 1 while the user keeps it */
-	unsigned nkept;		  /* buffers kept now */
 	uint64_t live;		  /* streams not yet freed */
 	uint64_t results;	  /* results delivered to fns */
 	uint64_t dropped;	  /* results dropped after a cancel (fds closed) */
@@ -550,7 +549,6 @@ int ql_stream_keep(const void *buf)
 	/* The delivery no longer owns it: deliver_loop and deliver_end skip it. */
 	s->hand = 0;
 	sl->kept[bid] = 1;
-	sl->nkept++;
 	return 0;
 }
 
@@ -567,7 +565,6 @@ int ql_stream_release(const void *buf)
 	if (bid < 0 || !sl->kept[bid])
 		return -EINVAL;
 	sl->kept[bid] = 0;
-	sl->nkept--;
 	/* Back to the kernel: a stalled stream re-arms (a no-op once the ring is gone). */
 	ql__bufgroup_put(sl->bg, (unsigned)bid);
 	return 0;

@@ -197,6 +197,9 @@ struct ql_task {
 };
 
 _Static_assert(offsetof(struct ql_task, state) == 64, "line 1 of a task record moved");
+_Static_assert(offsetof(struct ql_task, name) + sizeof(char *) <= 128,
+	       "line 1 of a task record overflows");
+_Static_assert(offsetof(struct ql_task, chain) == 128, "line 2 of a task record moved");
 
 /* t->state: the task's own hold (it has not ended), and "a joiner may wait". */
 #define T_RUN (1 << 29)
@@ -208,9 +211,6 @@ static inline int task_done(struct ql_task *t)
 {
 	return !(atomic_load_explicit(&t->state, memory_order_acquire) & T_RUN);
 }
-_Static_assert(offsetof(struct ql_task, name) + sizeof(char *) <= 128,
-	       "line 1 of a task record overflows");
-_Static_assert(offsetof(struct ql_task, chain) == 128, "line 2 of a task record moved");
 
 struct ql_scope {
 	struct ql_scope *parent;
