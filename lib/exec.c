@@ -736,6 +736,36 @@ static void maybe_probe_tick(struct ql_worker *w)
 		    ql__ring_pending(&w->ring), w->ring.inflight);
 }
 
+/*
+ * While a task runs, bring in the record of the one likely to run after it:
+ * the next in the backlog, or else at the bottom of the deque. A queue of
+ * tasks that were spawned on another worker (stolen, or taken from the
+ * global queue) would otherwise miss on each record in turn, a cross-core
+ * transfer every time, one after the other; prefetched, the next miss
+ * overlaps the current task. For writing: running a stackful task writes
+ * its record's first line (the worker), its end writes the second (the
+ * state), and its first frames go just below the record. A wrong guess
+ * costs three prefetches; the address may even be stale (a thief took
+ * that task and it ended), which a prefetch never faults on.
+ */
+static inline void prefetch_next(struct ql_worker *w)
+{
+	const char *p;
+
+	if (w->bl_head) {
+		struct ql_batch *b = w->bl_head;
+
+		p = b->pos < b->n ? b->items[b->pos] : NULL;
+	} else {
+		p = ql__deque_peek_local(&w->dq);
+	}
+	if (!p)
+		return;
+	ql__prefetch_w(p);
+	ql__prefetch_w(p + 64);
+	ql__prefetch_w(p - 64);
+}
+
 /* One tick's tasks. Returns how many ran. */
 static unsigned run_tick(struct ql_worker *w)
 {
@@ -757,6 +787,7 @@ static unsigned run_tick(struct ql_worker *w)
 
 		if (!t)
 			break;
+		prefetch_next(w);
 		run_task(w, t);
 		ran++;
 	}

@@ -51,6 +51,22 @@ static inline void ql__cpu_relax(void)
 #endif
 }
 
+/*
+ * Ask for the line holding p in exclusive state, ready to be written: when
+ * another core has it modified, the transfer starts now instead of at the
+ * store or atomic that needs it. Never faults (p may be stale). x86_64's
+ * PREFETCHW is a no-op on the few CPUs without it; __builtin_prefetch would
+ * emit a plain read prefetch there unless the whole build targets PRFCHW.
+ */
+static inline void ql__prefetch_w(const void *p)
+{
+#if defined(__x86_64__)
+	__asm__("prefetchw %0" ::"m"(*(const char *)p));
+#else
+	__builtin_prefetch(p, 1, 3);
+#endif
+}
+
 /* The cache-line size qilin pads to, in bytes. */
 #define QL_CACHELINE 64
 
@@ -134,6 +150,21 @@ static inline int ql__deque_push_inline(struct ql_deque *d, void *item)
 	 */
 	atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
 	return 0;
+}
+
+/*
+ * Owner only, a hint: the item the next ql__deque_pop_local() would return,
+ * or NULL when the deque looked empty. A thief may take it meanwhile, run
+ * it and free it, so the result is only ever an address to prefetch, never
+ * to dereference. relaxed: nothing is read on the strength of it.
+ */
+static inline void *ql__deque_peek_local(const struct ql_deque *d)
+{
+	int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+
+	if (b <= atomic_load_explicit(&d->top, memory_order_relaxed))
+		return NULL;
+	return atomic_load_explicit(&d->slots[(b - 1) & d->mask], memory_order_relaxed);
 }
 
 /*

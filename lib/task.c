@@ -103,6 +103,8 @@
 #define QL_GUARD (16u * 1024u)
 /* Idle stacks kept per worker, and idle defer chunks. */
 #define QL_CHUNK_POOL_MAX 64
+/* How many spawns ahead stack_get prefetches the pooled record it will hand out. */
+#define QL_SPAWN_PREFETCH 4
 /* Largest stack accepted. */
 #define QL_STACK_MAX ((size_t)1 << 30)
 /* The SIGSEGV handler's own stack, per worker. */
@@ -473,6 +475,19 @@ static struct ql_task *stack_get(struct ql_worker *w, size_t size)
 		return stack_map(size);
 	if (w->nstack_pool) {
 		t = w->stack_pool[--w->nstack_pool];
+		/*
+		 * A few spawns ahead, claim the lines ql_go will write in the
+		 * record it will take then: after a steal they sit modified in
+		 * the thief's cache, and a burst of spawns would otherwise wait
+		 * out those transfers one after the other.
+		 */
+		if (w->nstack_pool >= QL_SPAWN_PREFETCH) {
+			const char *p = (const char *)w->stack_pool[w->nstack_pool -
+								    QL_SPAWN_PREFETCH];
+
+			ql__prefetch_w(p);
+			ql__prefetch_w(p + 64);
+		}
 	} else {
 		if (!w->stack_spare &&
 		    atomic_load_explicit(&w->ex->stack_free, memory_order_relaxed))
@@ -1251,8 +1266,22 @@ static void task_end(struct ql_worker *w, struct ql_task *t)
 
 void ql_task_release(struct ql_task *t)
 {
-	if (t)
-		task_unref(t);
+	if (!t)
+		return;
+	/*
+	 * The usual case after a join: the task ended and this handle is the
+	 * last holder. Nobody else can take a reference now (every holder
+	 * comes from an existing one, and the end has let go of its own), so
+	 * the record is ours alone and goes back without a locked
+	 * instruction, which would wait for every earlier load of the
+	 * joiner's loop to finish. acquire: the other holders' last writes
+	 * happened before their decrements, which this load reads from.
+	 */
+	if (T_HOLDS(atomic_load_explicit(&t->state, memory_order_acquire)) == 1) {
+		task_free(t);
+		return;
+	}
+	task_unref(t);
 }
 
 uint64_t ql_task_id(const struct ql_task *t)
