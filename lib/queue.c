@@ -163,6 +163,7 @@ int ql__deque_init(struct ql_deque *d, unsigned capacity)
 		atomic_init(&slots[i], NULL);
 	atomic_init(&d->bottom, 0);
 	atomic_init(&d->top, 0);
+	d->top_seen = 0;
 	d->slots = slots;
 	d->mask = capacity - 1;
 	return 0;

@@ -97,6 +97,7 @@ struct ql_deque {
 	alignas(QL_CACHELINE) _Atomic(int64_t) bottom; /* next free index; owner writes */
 	_Atomic(void *) *slots; /* capacity slots; read-only pointer after init */
 	uint64_t mask;		/* capacity - 1 */
+	int64_t top_seen;	/* owner only: a top it loaded, a lower bound of top */
 	alignas(QL_CACHELINE) _Atomic(int64_t) top; /* oldest item's index; CAS by all */
 };
 
@@ -130,16 +131,29 @@ static inline int ql__deque_push_inline(struct ql_deque *d, void *item)
 	/* relaxed: only this thread, the owner, ever writes bottom. */
 	b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
 	/*
-	 * acquire: pairs with the CAS (seq_cst, hence release) by which a
-	 * thief took the item that last used the slot we are about to fill
-	 * (index b - capacity); its relaxed read of the slot happened before
-	 * that CAS, so it happens before our store and cannot see the new
-	 * item. A stale, smaller top only makes the deque look fuller: a
-	 * spurious -ENOSPC at worst, never an overwrite.
+	 * Room is judged against the top this thread saw last, and top is
+	 * loaded again only when that says full. While thieves work on the
+	 * deque their CASes keep top's line in their caches, and loading it
+	 * on every push would cost the spawner a transfer per spawn. top only
+	 * grows, so an old value makes the deque look fuller, never emptier.
 	 */
-	t = atomic_load_explicit(&d->top, memory_order_acquire);
-	if (b - t > (int64_t)d->mask)
-		return -ENOSPC;
+	if (b - d->top_seen > (int64_t)d->mask) {
+		/*
+		 * acquire: pairs with the CAS (seq_cst, hence release) by
+		 * which a thief took the item that last used the slot we are
+		 * about to fill (index b - capacity), or with a later CAS of
+		 * top, which continues that CAS's release sequence. Its
+		 * relaxed read of the slot happened before that CAS, so it
+		 * happens before our store (this load precedes it, and so do
+		 * the earlier loads top_seen came from) and cannot see the
+		 * new item. A stale, smaller top only makes the deque look
+		 * fuller: a spurious -ENOSPC at worst, never an overwrite.
+		 */
+		t = atomic_load_explicit(&d->top, memory_order_acquire);
+		d->top_seen = t;
+		if (b - t > (int64_t)d->mask)
+			return -ENOSPC;
+	}
 	/* relaxed: published by the release store of bottom just below. */
 	atomic_store_explicit(&d->slots[b & d->mask], item, memory_order_relaxed);
 	/*
