@@ -129,6 +129,19 @@ int ql_worker_id(void)
 
 /* ------------------------------------------------------------ task records */
 
+/* Where a sampled job keeps its time: in its kind's own record. Traced paths only. */
+static uint64_t *job_t_ready(struct ql_job *t)
+{
+	switch (t->kind) {
+	case QL_JOB_FN:
+		return &((struct ql_fn_job *)t)->t_ready;
+	case QL_JOB_IO:
+		return &((struct ql_io_job *)t)->t_ready;
+	default:
+		return ql__task_t_ready(t);
+	}
+}
+
 static inline struct ql_job *node_task(struct ql_qnode *n)
 {
 	return (struct ql_job *)((char *)n - offsetof(struct ql_job, node));
@@ -148,7 +161,7 @@ static inline struct ql_job *node_task(struct ql_qnode *n)
  */
 /* Bytes of a record of each kind (pool index = enum ql_job_kind). */
 static const size_t record_size[QL_JOB_KINDS] = {
-	[QL_JOB_FN] = sizeof(struct ql_job),
+	[QL_JOB_FN] = sizeof(struct ql_fn_job),
 	[QL_JOB_IO] = sizeof(struct ql_io_job),
 };
 
@@ -685,8 +698,11 @@ static void wake_thief(struct ql_worker *w, struct ql_worker *from)
  */
 static inline __attribute__((always_inline)) void run_task(struct ql_worker *w, struct ql_job *t)
 {
-	if (QL_TRACED(task_run) && t->t_ready) {
-		uint64_t delay = ql_now() - t->t_ready;
+	if (QL_TRACED(task_run) && t->sampled) {
+		uint64_t delay = ql_now() - *job_t_ready(t);
+
+		/* Once: a stackful task resumed later was not spawned then. */
+		t->sampled = 0;
 
 		STAP_PROBE3(qilin, task_run, t, w->id, delay);
 	}
@@ -743,10 +759,10 @@ static void maybe_probe_tick(struct ql_worker *w)
  * global queue) would otherwise miss on each record in turn, a cross-core
  * transfer every time, one after the other; prefetched, the next miss
  * overlaps the current task. For writing: running a stackful task writes
- * its record's first line (the worker), its end writes the second (the
- * state), and its first frames go just below the record. A wrong guess
- * costs three prefetches; the address may even be stale (a thief took
- * that task and it ended), which a prefetch never faults on.
+ * its record's first line (the worker, the saved context, the state at its
+ * end), and its first frames go into the two lines just below the record.
+ * A wrong guess costs three prefetches; the address may even be stale (a
+ * thief took that task and it ended), which a prefetch never faults on.
  */
 static inline void prefetch_next(struct ql_worker *w)
 {
@@ -762,8 +778,8 @@ static inline void prefetch_next(struct ql_worker *w)
 	if (!p)
 		return;
 	ql__prefetch_w(p);
-	ql__prefetch_w(p + 64);
 	ql__prefetch_w(p - 64);
+	ql__prefetch_w(p - 128);
 }
 
 /* One tick's tasks. Returns how many ran. */
@@ -1321,14 +1337,15 @@ static __attribute__((noinline)) void sample_spawn_traced(struct ql_worker *w, s
 
 	if (++*ctr % QL_SAMPLE_EVERY)
 		return;
-	t->t_ready = ql_now();
+	*job_t_ready(t) = ql_now();
+	t->sampled = 1;
 	STAP_PROBE2(qilin, task_spawn, t, w ? (int)w->id : -1);
 }
 
 /* Untraced, a spawn pays two semaphore loads here and nothing else. */
 static inline void sample_spawn(struct ql_worker *w, struct ql_job *t)
 {
-	t->t_ready = 0;
+	t->sampled = 0;
 	if (QL_TRACED(task_run) || QL_TRACED(task_spawn))
 		sample_spawn_traced(w, t);
 }
@@ -1461,7 +1478,7 @@ int ql__run_on(struct ql_worker *w, void (*fn)(void *), void *arg)
 	t->fn = fn;
 	t->arg = arg;
 	t->sys = 1;
-	t->t_ready = 0;
+	t->sampled = 0;
 	/* Counted like a spawn, queued where no thief reaches: it is for this ring. */
 	__atomic_store_n(&self->st.spawned, self->st.spawned + 1, __ATOMIC_RELEASE);
 	ql__ready_append(self, t);
@@ -1531,7 +1548,7 @@ static inline __attribute__((always_inline)) int io_begin(ql_io_fn fn, void *arg
 	if (!io)
 		return -ENOMEM;
 	io->task.node.next = NULL;
-	io->task.t_ready = 0;
+	io->task.sampled = 0;
 	io->task.sys = 0;
 	io->cb = fn;
 	io->cbarg = arg;

@@ -51,14 +51,30 @@ enum ql_job_kind {
 	QL_JOB_GO = QL_JOB_KINDS, /* a stackful task (struct ql_task, lib/task.c) */
 };
 
+/*
+ * The head of every queued record: 32 bytes, so that a stackful task's
+ * record can keep everything its spawn, run, end and join touch in the one
+ * cache line this head starts (see struct ql_task in task.c). The spawn
+ * time sampled for the task_run probe lives further on, in each kind's own
+ * record (ql__job_t_ready), and `sampled` says whether it was taken.
+ */
 struct ql_job {
 	struct ql_qnode node; /* inbox, global and ready-list link */
+	void (*fn)(void *);   /* QL_JOB_FN, QL_JOB_GO */
+	void *arg;
 	uint8_t kind;	      /* enum ql_job_kind */
 	uint8_t slab;	      /* lives in a worker's slab (else malloc'ed alone) */
 	uint8_t sys;	      /* the library's own job: run even when shutdown drops the rest */
-	void (*fn)(void *);   /* QL_JOB_FN */
-	void *arg;
-	uint64_t t_ready;     /* sampled for the task_run probe, else 0 */
+	uint8_t sampled;      /* its spawn was timed for the task_run probe */
+	int status;	      /* QL_JOB_GO: what ql_join reports; unused by the others */
+};
+
+_Static_assert(sizeof(struct ql_job) == 32, "struct ql_job outgrew half a cache line");
+
+/* A stackless task's record. */
+struct ql_fn_job {
+	struct ql_job task;
+	uint64_t t_ready; /* when sampled: the spawn's time */
 };
 
 /* An operation in callback form: a task that becomes runnable on its CQE. */
@@ -68,6 +84,7 @@ struct ql_io_job {
 	ql_io_fn cb;
 	void *cbarg;
 	int64_t res;		  /* the CQE result */
+	uint64_t t_ready;	  /* when sampled: the time it became runnable */
 	struct __kernel_timespec ts; /* ql_timeout_cb's timespec (kernel reads it) */
 };
 
@@ -306,6 +323,8 @@ static inline int ql__exec_state(const struct ql_exec *ex)
  */
 struct ql_ctx *ql__go_enter(struct ql_worker *w, struct ql_task *t);
 void ql__task_entry(void *arg);
+/* Where a stackful task's record keeps its sampled spawn time (traced paths only). */
+uint64_t *ql__task_t_ready(struct ql_job *j);
 int ql__go_back(struct ql_worker *w);
 #if defined(QL_ASAN) || defined(QL_TSAN)
 /* The sanitizers' fiber hand-over must come right before the switch, in the same frame. */

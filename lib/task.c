@@ -36,7 +36,7 @@
  * task's stack reads the worker through cur_worker() (not inlined, not
  * cached) once per entry, and after a switch uses t->w.
  *
- * Cancellation. A task is cancelled by ql_cancel (t->killed), or through a
+ * Cancellation. A task is cancelled by ql_cancel (T_KILL in t->state), or through a
  * scope on its chain of scopes (s->cancelled, set by ql_scope_cancel or by
  * the scope's deadline timer). Every blocking call checks cancel_reason()
  * before it parks; a canceller sets its flag first and then interrupts the
@@ -141,9 +141,16 @@ static void spin_unlock(struct ql_spin *l)
  * A task record, at the top of its own stack mapping. Laid out by cache
  * line after what touches it, because with a thousand tasks in flight every
  * record is cold when it is spawned, run, joined and released, and each
- * line touched is a miss:
- *   line 0  spawn writes it, the scheduler reads it to run the task;
- *   line 1  spawn writes it; the end, ql_join and ql_task_release use only it;
+ * line touched is a miss, or worse a transfer from another core when a
+ * thief runs the task:
+ *   line 0  everything a spawn writes that the run, the end, ql_join and
+ *           ql_task_release read or write: a stolen task's round trip
+ *           moves this one line to the thief and back (its first stack
+ *           lines, just below, go with it);
+ *   line 1  what only the spawning side writes (the id, the name, the
+ *           executor, the idle join state) and what only blocked joins
+ *           use: the worker that runs the task never reads it unless the
+ *           task panics or has waiters;
  *   line 2+ the defer chain and what the end reads, left in their initial
  *           state by the end (so spawn need not write them);
  *   the rest: blocking I/O, joins, scopes and the mapping's geometry,
@@ -154,25 +161,25 @@ static void spin_unlock(struct ql_spin *l)
  */
 struct ql_task {
 	/* ---- line 0 ---- */
-	struct ql_job job;	 /* queued like any job; job.fn(job.arg) is the body */
+	struct ql_job job;	 /* queued like any job; job.fn(job.arg) is the body, job.status
+				    what ql_join reports */
+	_Atomic int state;	 /* T_RUN | T_WAIT | T_KILL | holders (see Lifetime) */
+	uint8_t after;		 /* AFTER_*: what the scheduler does next */
+	uint8_t panicked;	 /* ended by a panic nobody recovered */
 	struct ql_ctx ctx;	 /* saved context; sp NULL until the first run starts it */
 	struct ql_worker *w;	 /* the worker running it, or where it parked last */
 	struct ql_scope *cur_scope; /* the scope its calls obey, or NULL */
 	/* ---- line 1 ---- */
-	_Atomic int state;	 /* T_RUN | T_WAIT | holders (see Lifetime) */
-	_Atomic int killed;	 /* 0 or ECANCELED (ql_cancel) */
-	_Atomic int outside_waiters;
-	int status;		 /* for ql_join */
-	uint8_t after;		 /* AFTER_*: what the scheduler does next */
-	uint8_t panicked;	 /* ended by a panic nobody recovered */
-	uint8_t pooled;		 /* default stack size: goes back to a pool */
-	uint8_t in_wait;	 /* in a join target's waiter list (the target's wlock) */
-	/* Being joined: guarded by wlock. */
-	struct ql_task *_Atomic waiters; /* written under wlock, read without it once */
-	struct ql_spin wlock;
-	struct ql_exec *ex;
 	uint64_t id;
 	const char *name;
+	struct ql_exec *ex;
+	uint64_t t_ready;	 /* when job.sampled: the time it became runnable */
+	/* Being joined: guarded by wlock. */
+	struct ql_task *_Atomic waiters; /* written under wlock, read without it once */
+	_Atomic int outside_waiters;
+	struct ql_spin wlock;
+	uint8_t pooled;		 /* default stack size: goes back to a pool */
+	uint8_t in_wait;	 /* in a join target's waiter list (the target's wlock) */
 	/* ---- line 2 and on ---- */
 	_Alignas(64) struct ql_chain chain;
 	struct ql_scope *scope;	 /* the one it was spawned in, or NULL */
@@ -198,15 +205,17 @@ struct ql_task {
 	unsigned vg_stack;	 /* valgrind's id for the stack (0 when not under valgrind) */
 };
 
-_Static_assert(offsetof(struct ql_task, state) == 64, "line 1 of a task record moved");
-_Static_assert(offsetof(struct ql_task, name) + sizeof(char *) <= 128,
-	       "line 1 of a task record overflows");
+_Static_assert(offsetof(struct ql_task, cur_scope) + sizeof(void *) <= 64,
+	       "line 0 of a task record overflows");
+_Static_assert(offsetof(struct ql_task, id) == 64, "line 1 of a task record moved");
+_Static_assert(offsetof(struct ql_task, in_wait) < 128, "line 1 of a task record overflows");
 _Static_assert(offsetof(struct ql_task, chain) == 128, "line 2 of a task record moved");
 
-/* t->state: the task's own hold (it has not ended), and "a joiner may wait". */
+/* t->state: the task's own hold (it has not ended), "a joiner may wait", "cancelled". */
+#define T_KILL (1 << 28)
 #define T_RUN (1 << 29)
 #define T_WAIT (1 << 30)
-#define T_HOLDS(v) ((v) & ~T_WAIT)
+#define T_HOLDS(v) ((v) & ~(T_WAIT | T_KILL))
 
 /* Whether t has ended. acquire: its status and effects are visible then. */
 static inline int task_done(struct ql_task *t)
@@ -758,12 +767,14 @@ static __attribute__((noinline)) int cancel_reason_scoped(struct ql_task *t)
 static inline int cancel_reason(struct ql_task *t)
 {
 	/* seq_cst: the task's half of the flag/park hand-shake. */
-	int k = atomic_load_explicit(&t->killed, memory_order_seq_cst);
-
-	if (__builtin_expect(k != 0, 0))
-		return k;
-	/* Shutdown past its grace period cancels every task. */
-	if (__builtin_expect(ql__exec_state(t->ex) == QL_EXEC_STOPPING, 0))
+	if (__builtin_expect(atomic_load_explicit(&t->state, memory_order_seq_cst) & T_KILL, 0))
+		return ECANCELED;
+	/*
+	 * Shutdown past its grace period cancels every task. Through t->w (the
+	 * worker running it, or where it parked), not t->ex: the record's line
+	 * 1 stays out of the running worker's cache (see struct ql_task).
+	 */
+	if (__builtin_expect(ql__exec_state(t->w->ex) == QL_EXEC_STOPPING, 0))
 		return ECANCELED;
 	if (!t->cur_scope)
 		return 0;
@@ -837,8 +848,13 @@ int ql_cancel(struct ql_task *t)
 	/* acquire: if it ended, its status is final. */
 	if (task_done(t))
 		return -EALREADY;
-	/* seq_cst: the flag before the look at where it is parked. */
-	atomic_store_explicit(&t->killed, ECANCELED, memory_order_seq_cst);
+	/*
+	 * seq_cst: the flag before the look at where it is parked. An end
+	 * racing with this keeps the bit (its CAS only clears T_RUN), and a
+	 * bit set on an ended task is never read: the next spawn into the
+	 * record sets the whole word.
+	 */
+	atomic_fetch_or_explicit(&t->state, T_KILL, memory_order_seq_cst);
 	task_interrupt(t);
 	return 0;
 }
@@ -1094,14 +1110,12 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 	t->job.sys = 0;
 	t->job.fn = fn;
 	t->job.arg = arg;
-	t->job.t_ready = 0;
 	t->ctx.sp = NULL;
 	t->w = self ? self : ex->workers[0];
 	t->cur_scope = NULL;
 	atomic_init(&t->state, T_RUN | (out ? 1 : 0));
-	atomic_init(&t->killed, 0);
 	atomic_init(&t->outside_waiters, 0);
-	t->status = 0;
+	t->job.status = 0;
 	t->after = 0;
 	t->panicked = 0;
 	t->in_wait = 0;
@@ -1170,18 +1184,18 @@ static void task_finish(struct ql_task *t)
 	if (__builtin_expect(!c->panicking && !c->recovered, 1)) {
 		/* No panic since the chain was last reset: it is idle already. */
 		assert(c->in_defer == 0 && c->panic_code == 0);
-		t->status = (r = cancel_reason(t)) ? -r : 0;
+		t->job.status = (r = cancel_reason(t)) ? -r : 0;
 		task_switch_out(t, AFTER_EXIT);
 		__builtin_unreachable();
 	}
 	if (c->panicking) {
 		t->panicked = 1;
-		t->status = c->panic_code;
+		t->job.status = c->panic_code;
 		fprintf(stderr, "qilin: task %llu%s%s%s panicked: code %d: %s\n",
 			(unsigned long long)t->id, t->name ? " (" : "", t->name ? t->name : "",
 			t->name ? ")" : "", c->panic_code, c->panic_msg ? c->panic_msg : "");
 	} else {
-		t->status = c->panic_code; /* recovered */
+		t->job.status = c->panic_code; /* recovered */
 	}
 	/*
 	 * The chain back in its idle state for the record's next task (struct
@@ -1221,7 +1235,7 @@ static void task_end(struct ql_worker *w, struct ql_task *t)
 	int v = atomic_load_explicit(&t->state, memory_order_acquire);
 
 	for (;;) {
-		if (v == T_RUN) {
+		if ((v & ~T_KILL) == T_RUN) {
 			w->tasks_ended++;
 			task_free(t);
 			return;
@@ -1289,6 +1303,11 @@ uint64_t ql_task_id(const struct ql_task *t)
 	return t ? t->id : 0;
 }
 
+uint64_t *ql__task_t_ready(struct ql_job *j)
+{
+	return &((struct ql_task *)j)->t_ready;
+}
+
 struct ql_task *ql_self(void)
 {
 	return cur_task();
@@ -1331,7 +1350,7 @@ static void join_commit(struct ql_task *self)
 static int join_result(struct ql_task *t, int *status)
 {
 	if (status)
-		*status = t->status;
+		*status = t->job.status;
 	return t->panicked ? -EOWNERDEAD : 0;
 }
 
