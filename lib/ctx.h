@@ -30,6 +30,14 @@ struct ql_ctx {
 void ql__ctx_switch(struct ql_ctx *from, struct ql_ctx *to);
 
 /*
+ * Resume *to and abandon the running context for good: unlike
+ * ql__ctx_switch it saves nothing, so a context that ends this way leaves no
+ * frame on its stack, and that stack may be reused or unmapped as soon as
+ * *to runs. Never returns.
+ */
+void ql__ctx_exit(struct ql_ctx *to) __attribute__((noreturn));
+
+/*
  * Prepare *c to start running entry(arg) on the stack whose highest address
  * is stack_top, the first time it is switched to. entry must never return
  * (switch away for good instead): the trampoline aborts if it does.

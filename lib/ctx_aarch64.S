@@ -94,6 +94,7 @@ ql__ctx_switch:
 	SAVE_FRAME
 	mov	x10, sp
 	str	x10, [x0]		/* from->sp */
+.Lresume:
 	ldr	x10, [x1]		/* to->sp */
 	mov	sp, x10
 	/*
@@ -123,6 +124,25 @@ ql__ctx_switch:
 	ret
 	.cfi_endproc
 	.size	ql__ctx_switch, .-ql__ctx_switch
+
+/*
+ * ql__ctx_exit(to): resume *to and abandon the running context: nothing is
+ * saved, so a context that ends writes no frame on its stack (the stack's
+ * owner may reuse or unmap it as soon as *to runs). x9 carries the running
+ * FPCR into the switch's second half, which compares it as usual.
+ */
+	.globl	ql__ctx_exit
+	.hidden	ql__ctx_exit
+	.type	ql__ctx_exit, %function
+	.p2align 4
+ql__ctx_exit:
+	.cfi_startproc
+	BTI_C
+	mrs	x9, fpcr
+	mov	x1, x0
+	b	.Lresume
+	.cfi_endproc
+	.size	ql__ctx_exit, .-ql__ctx_exit
 
 /*
  * ql__ctx_start(from, top, entry, arg): save the running context in *from

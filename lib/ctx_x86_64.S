@@ -44,6 +44,7 @@
 ql__ctx_switch:
 	.cfi_startproc
 	SAVE_INTO_FROM
+.Lresume:
 	movq	(%rsi), %rsp		/* to->sp */
 	fldcw	(%rsp)
 	ldmxcsr	8(%rsp)
@@ -57,6 +58,21 @@ ql__ctx_switch:
 	ret
 	.cfi_endproc
 	.size	ql__ctx_switch, .-ql__ctx_switch
+
+/*
+ * ql__ctx_exit(to): resume *to and abandon the running context: nothing is
+ * saved, so a context that ends writes no frame on its stack (the stack's
+ * owner may reuse or unmap it as soon as *to runs).
+ */
+	.globl	ql__ctx_exit
+	.hidden	ql__ctx_exit
+	.type	ql__ctx_exit, @function
+ql__ctx_exit:
+	.cfi_startproc
+	movq	%rdi, %rsi
+	jmp	.Lresume
+	.cfi_endproc
+	.size	ql__ctx_exit, .-ql__ctx_exit
 
 /*
  * ql__ctx_start(from, top, entry, arg): save the running context in *from

@@ -760,8 +760,8 @@ static void maybe_probe_tick(struct ql_worker *w)
  * transfer every time, one after the other; prefetched, the next miss
  * overlaps the current task. For writing: running a stackful task writes
  * its record's first line (the worker, the saved context, the state at its
- * end), and its first frames go into the two lines just below the record.
- * A wrong guess costs three prefetches; the address may even be stale (a
+ * end), and its first frames go into the line just below the record.
+ * A wrong guess costs two prefetches; the address may even be stale (a
  * thief took that task and it ended), which a prefetch never faults on.
  */
 static inline void prefetch_next(struct ql_worker *w)
@@ -779,7 +779,6 @@ static inline void prefetch_next(struct ql_worker *w)
 		return;
 	ql__prefetch_w(p);
 	ql__prefetch_w(p - 64);
-	ql__prefetch_w(p - 128);
 }
 
 /* One tick's tasks. Returns how many ran. */

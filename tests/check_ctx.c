@@ -245,6 +245,62 @@ START_TEST(test_start_lazy)
 }
 END_TEST
 
+/* ------------------------------------------------------------ exit */
+
+static int exit_arg;
+
+/* Clobbers registers and the rounding mode, then leaves for good. */
+static void exiting(void *arg)
+{
+	uint64_t x[12];
+	volatile uint64_t sink;
+
+	exit_arg = (int)(intptr_t)arg;
+	for (int i = 0; i < 12; i++)
+		x[i] = (uint64_t)(i + exit_arg) * 0x9e3779b97f4a7c15ull;
+	for (int r = 0; r < 50; r++)
+		for (int i = 0; i < 12; i++)
+			x[i] = x[i] * 6364136223846793005ull + x[(i + 1) % 12];
+	sink = x[3];
+	(void)sink;
+	fesetround(FE_DOWNWARD);
+	ql__ctx_exit(&main_ctx);
+}
+
+static __attribute__((noinline)) uint64_t live_across_exit(uint64_t seed, struct ql_stack *st)
+{
+	uint64_t v0 = seed * 3, v1 = seed ^ 0x5555, v2 = seed + 77, v3 = ~seed, v4 = seed << 3,
+		 v5 = seed * seed;
+
+	ql__ctx_start(&main_ctx, ql__stack_top(st), exiting, (void *)(intptr_t)(seed + 5));
+	return v0 ^ (v1 << 1) ^ (v2 << 2) ^ (v3 << 3) ^ (v4 << 4) ^ (v5 << 5);
+}
+
+/*
+ * ql__ctx_exit: the context it resumes finds its callee-saved values and
+ * its own rounding mode intact; the one that left is gone (its stack is
+ * freed at once, and a new context starts on it the next round).
+ */
+START_TEST(test_exit_resumes_target)
+{
+	for (uint64_t seed = 1; seed < 400; seed += 7) {
+		struct ql_stack st;
+		uint64_t v0 = seed * 3, v1 = seed ^ 0x5555, v2 = seed + 77, v3 = ~seed,
+			 v4 = seed << 3, v5 = seed * seed;
+
+		ck_assert_int_eq(ql__stack_alloc(&st, STACK_SIZE), 0);
+		ck_assert_int_eq(fesetround(FE_UPWARD), 0);
+		exit_arg = 0;
+		ck_assert_uint_eq(live_across_exit(seed, &st),
+				  v0 ^ (v1 << 1) ^ (v2 << 2) ^ (v3 << 3) ^ (v4 << 4) ^ (v5 << 5));
+		ck_assert_int_eq(exit_arg, (int)seed + 5);
+		ck_assert_int_eq(fegetround(), FE_UPWARD);
+		ql__stack_free(&st);
+	}
+	fesetround(FE_TONEAREST);
+}
+END_TEST
+
 /* ------------------------------------------------------------ guard page */
 
 static __attribute__((noinline)) long recurse(long n)
@@ -347,6 +403,7 @@ int main(void)
 		{ "fp_control", test_fp_control_per_context, 10, NULL },
 		{ "abi_alignment", test_abi_alignment, 10, NULL },
 		{ "start_lazy", test_start_lazy, 10, NULL },
+		{ "exit", test_exit_resumes_target, 10, NULL },
 		{ "guard_page", test_overflow_hits_guard_page, 10, NULL },
 		{ "many_contexts", test_many_contexts, 30, NULL },
 		{ "stack_arguments", test_stack_arguments, 10, NULL },

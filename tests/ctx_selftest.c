@@ -564,6 +564,58 @@ static void test_start(void)
 	   "starter's callee-saved values, for stack tops skewed by 0..15");
 }
 
+/* ------------------------------------------------------------ exit */
+
+static long exit_arg;
+
+/* Clobbers registers and the rounding mode, then leaves for good. */
+static void exiting(void *arg)
+{
+	uint64_t x[12];
+	volatile uint64_t sink;
+
+	exit_arg = (long)(intptr_t)arg;
+	for (int i = 0; i < 12; i++)
+		x[i] = (uint64_t)(i + exit_arg) * 0x9e3779b97f4a7c15ull;
+	for (int r = 0; r < 20; r++)
+		for (int i = 0; i < 12; i++)
+			x[i] = x[i] * 6364136223846793005ull + x[(i + 1) % 12];
+	sink = x[5];
+	(void)sink;
+	set_round(R_DOWN);
+	ql__ctx_exit(&main_ctx);
+}
+
+static __attribute__((noinline)) uint64_t live_across_exit(uint64_t seed, char *top)
+{
+	uint64_t v0 = seed * 3, v1 = seed ^ 0x5555, v2 = seed + 77, v3 = ~seed, v4 = seed << 3,
+		 v5 = seed * seed;
+
+	ql__ctx_start(&main_ctx, top, exiting, (void *)(intptr_t)(seed + 9));
+	return v0 ^ (v1 << 1) ^ (v2 << 2) ^ (v3 << 3) ^ (v4 << 4) ^ (v5 << 5);
+}
+
+static void test_exit(void)
+{
+	for (uint64_t seed = 1; seed < 200; seed += 13) {
+		struct ql_stack st = xstack(STACK_SIZE);
+		uint64_t want = seed * 3 ^ ((seed ^ 0x5555) << 1) ^ ((seed + 77) << 2) ^
+				(~seed << 3) ^ ((seed << 3) << 4) ^ ((seed * seed) << 5);
+
+		set_round(R_UP);
+		exit_arg = 0;
+		CHECK(live_across_exit(seed, (char *)ql__stack_top(&st)) == want,
+		      "seed %llu: values live across an exit changed", (unsigned long long)seed);
+		CHECK(exit_arg == (long)seed + 9, "exit_arg %ld", exit_arg);
+		CHECK(get_round() == R_UP, "rounding after the exit: %s", round_name[get_round()]);
+		/* Nothing will resume on the exited stack: it goes at once. */
+		ql__stack_free(&st);
+	}
+	set_round(R_NEAREST);
+	ok("ql__ctx_exit resumes its target with the target's callee-saved values and "
+	   "rounding mode, and abandons the context that called it");
+}
+
 /* ------------------------------------------------------------ 1000 contexts */
 
 enum { RING = 1000, ROUNDS = 5 };
@@ -678,6 +730,7 @@ int main(void)
 	test_rounding_per_context();
 	test_alignment();
 	test_start();
+	test_exit();
 	test_ring();
 	test_faults();
 	printf("ctx_selftest: %s: all passed (%d checks)\n", ARCH, nchecks);
