@@ -1453,6 +1453,11 @@ int ql_spawn(struct ql_exec *ex, void (*fn)(void *), void *arg)
 	return ret;
 }
 
+int ql__job_spawn_local(struct ql_worker *self, struct ql_job *j)
+{
+	return spawn_local(self, j);
+}
+
 int ql__job_spawn(struct ql_exec *ex, struct ql_job *j)
 {
 	struct ql_worker *self = self_of(ex);

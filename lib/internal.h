@@ -251,6 +251,12 @@ extern QL_TLS struct ql_chain *ql__chain;
 /* exec.c, for task.c. All from the owner worker unless said otherwise. */
 /* Queue a new job (counted as spawned). Any thread. Returns 0 or -errno. */
 int ql__job_spawn(struct ql_exec *ex, struct ql_job *j);
+/*
+ * The same from self, one of the executor's workers, on its own thread,
+ * once the caller has seen that the executor still takes work from it.
+ * Returns 0 or -ENOMEM.
+ */
+int ql__job_spawn_local(struct ql_worker *self, struct ql_job *j);
 /* Make a parked stackful task runnable again (not counted). Any thread. */
 void ql__job_ready(struct ql_exec *ex, struct ql_worker *home, struct ql_job *j);
 /* Put a job in w's LIFO slot / at the end of its ready list. */

@@ -476,38 +476,45 @@ static void stack_pool_spill(struct ql_worker *w)
  * then from its spare chain, which an empty chain refills by taking the
  * whole shared list (one exchange, no walk).
  */
+static inline struct ql_task *stack_pop(struct ql_worker *w)
+{
+	struct ql_task *t = w->stack_pool[--w->nstack_pool];
+
+	/*
+	 * A few spawns ahead, claim the lines ql_go will write in the record
+	 * it will take then: after a steal they sit modified in the thief's
+	 * cache, and a burst of spawns would otherwise wait out those
+	 * transfers one after the other.
+	 */
+	if (w->nstack_pool >= QL_SPAWN_PREFETCH) {
+		const char *p = (const char *)w->stack_pool[w->nstack_pool - QL_SPAWN_PREFETCH];
+
+		ql__prefetch_w(p);
+		ql__prefetch_w(p + 64);
+	}
+#ifdef QL_ASAN
+	/* Frames of the last owner that never returned left poison. */
+	__asan_unpoison_memory_region(t->stack_lo, t->stack_size);
+#endif
+	return t;
+}
+
 static struct ql_task *stack_get(struct ql_worker *w, size_t size)
 {
 	struct ql_task *t;
 
 	if (!w || size != QL_STACK_DEFAULT)
 		return stack_map(size);
-	if (w->nstack_pool) {
-		t = w->stack_pool[--w->nstack_pool];
-		/*
-		 * A few spawns ahead, claim the lines ql_go will write in the
-		 * record it will take then: after a steal they sit modified in
-		 * the thief's cache, and a burst of spawns would otherwise wait
-		 * out those transfers one after the other.
-		 */
-		if (w->nstack_pool >= QL_SPAWN_PREFETCH) {
-			const char *p = (const char *)w->stack_pool[w->nstack_pool -
-								    QL_SPAWN_PREFETCH];
-
-			ql__prefetch_w(p);
-			ql__prefetch_w(p + 64);
-		}
-	} else {
-		if (!w->stack_spare &&
-		    atomic_load_explicit(&w->ex->stack_free, memory_order_relaxed))
-			/* acquire: pairs with the spiller's release CAS (the links). */
-			w->stack_spare = atomic_exchange_explicit(&w->ex->stack_free, NULL,
-								  memory_order_acquire);
-		t = w->stack_spare;
-		if (!t)
-			return stack_map(size);
-		w->stack_spare = t->wnext;
-	}
+	if (w->nstack_pool)
+		return stack_pop(w);
+	if (!w->stack_spare && atomic_load_explicit(&w->ex->stack_free, memory_order_relaxed))
+		/* acquire: pairs with the spiller's release CAS (the links). */
+		w->stack_spare =
+			atomic_exchange_explicit(&w->ex->stack_free, NULL, memory_order_acquire);
+	t = w->stack_spare;
+	if (!t)
+		return stack_map(size);
+	w->stack_spare = t->wnext;
 #ifdef QL_ASAN
 	/* Frames of the last owner that never returned left poison. */
 	__asan_unpoison_memory_region(t->stack_lo, t->stack_size);
@@ -1076,8 +1083,69 @@ void ql__task_entry(void *arg)
 	task_finish(t);
 }
 
-int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_task_opts *opts,
-	  struct ql_task **out)
+/*
+ * Lines 0 and 1 of a new task's record, field by field (see struct
+ * ql_task): the record is cold more often than not, and the rest of it is
+ * idle already. The stack is not touched: the first run starts the context
+ * (ql__ctx_start).
+ */
+static inline void task_init(struct ql_task *t, struct ql_exec *ex, struct ql_worker *home,
+			     void (*fn)(void *), void *arg, int handle, uint64_t id,
+			     const char *name)
+{
+	t->job.node.next = NULL;
+	t->job.kind = QL_JOB_GO;
+	t->job.slab = 0;
+	t->job.sys = 0;
+	t->job.fn = fn;
+	t->job.arg = arg;
+	t->job.status = 0;
+	atomic_init(&t->state, T_RUN | (handle ? 1 : 0));
+	t->after = 0;
+	t->panicked = 0;
+	t->ctx.sp = NULL;
+	t->w = home;
+	t->cur_scope = NULL;
+	t->id = id;
+	t->name = name;
+	t->ex = ex;
+	atomic_init(&t->waiters, NULL);
+	atomic_init(&t->outside_waiters, 0);
+	atomic_init(&t->wlock.v, 0);
+	t->in_wait = 0;
+#if defined(QL_ASAN) || defined(QL_TSAN)
+	t->san_fiber = t->san_fake = NULL;
+#endif
+#ifdef QL_TSAN
+	t->san_fiber = __tsan_create_fiber(0);
+#endif
+}
+
+/* A spawn whose task could not be queued (r < 0): undo it, return r. */
+static __attribute__((noinline)) int spawn_undo(struct ql_task *t, struct ql_worker *self,
+						struct ql_scope *s, struct ql_task **out, int r)
+{
+	if (self)
+		self->tasks_ended++; /* spawned and ended, for the leak count */
+	else
+		atomic_fetch_sub_explicit(&t->ex->tasks_outside, 1, memory_order_relaxed);
+	if (out)
+		*out = NULL;
+	if (s) {
+		scope_leave(s, t);
+		t->scope = t->cur_scope = NULL; /* idle again (struct ql_task) */
+	}
+#ifdef QL_TSAN
+	__tsan_destroy_fiber(t->san_fiber);
+#endif
+	task_free(t);
+	return r;
+}
+
+/* ql_go past its fast path: options, scopes, outside threads, a new stack. */
+static __attribute__((noinline)) int go_general(struct ql_exec *ex, void (*fn)(void *), void *arg,
+						 const struct ql_task_opts *opts,
+						 struct ql_task **out)
 {
 	struct ql_task_opts o = { .sz = sizeof(o) };
 	struct ql_worker *self = ql__self;
@@ -1086,10 +1154,6 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 	size_t size;
 	int r;
 
-	if (out)
-		*out = NULL;
-	if (!ex || !fn)
-		return -EINVAL;
 	if (opts) {
 		if (opts->sz < sizeof(size_t) || opts->sz > sizeof(o))
 			return -EINVAL;
@@ -1112,42 +1176,13 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 	t = stack_get(self, size);
 	if (!t)
 		return -ENOMEM;
-	/*
-	 * Lines 0 and 1 only, field by field (see struct ql_task): the record
-	 * is cold more often than not, and the rest of it is idle already.
-	 * The stack is not touched: the first run starts the context
-	 * (ql__ctx_start).
-	 */
-	t->job.node.next = NULL;
-	t->job.kind = QL_JOB_GO;
-	t->job.slab = 0;
-	t->job.sys = 0;
-	t->job.fn = fn;
-	t->job.arg = arg;
-	t->ctx.sp = NULL;
-	t->w = self ? self : ex->workers[0];
-	t->cur_scope = NULL;
-	atomic_init(&t->state, T_RUN | (out ? 1 : 0));
-	atomic_init(&t->outside_waiters, 0);
-	t->job.status = 0;
-	t->after = 0;
-	t->panicked = 0;
-	t->in_wait = 0;
-	atomic_init(&t->waiters, NULL);
-	atomic_init(&t->wlock.v, 0);
-	t->ex = ex;
 	/* Unique without a shared counter: a per-worker sequence and the worker in the low bits. */
-	t->id = self ? (++self->task_seq << 11) | (self->id + 1)
-		     : (atomic_fetch_add_explicit(&outside_ids, 1, memory_order_relaxed) + 1) << 11;
+	task_init(t, ex, self ? self : ex->workers[0], fn, arg, out != NULL,
+		  self ? (++self->task_seq << 11) | (self->id + 1)
+		       : (atomic_fetch_add_explicit(&outside_ids, 1, memory_order_relaxed) + 1) << 11,
+		  o.name);
 	if (!self)
 		atomic_fetch_add_explicit(&ex->tasks_outside, 1, memory_order_relaxed);
-	t->name = o.name;
-#if defined(QL_ASAN) || defined(QL_TSAN)
-	t->san_fiber = t->san_fake = NULL;
-#endif
-#ifdef QL_TSAN
-	t->san_fiber = __tsan_create_fiber(0);
-#endif
 	if (s) {
 		scope_bind(s, ex, self);
 		atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
@@ -1165,23 +1200,39 @@ int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_tas
 	if (out)
 		*out = t;
 	r = ql__job_spawn(ex, &t->job);
-	if (r < 0) {
-		if (self)
-			self->tasks_ended++; /* spawned and ended, for the leak count */
-		else
-			atomic_fetch_sub_explicit(&ex->tasks_outside, 1, memory_order_relaxed);
-		if (out)
-			*out = NULL;
-		if (s) {
-			scope_leave(s, t);
-			t->scope = t->cur_scope = NULL; /* idle again (struct ql_task) */
-		}
-#ifdef QL_TSAN
-		__tsan_destroy_fiber(t->san_fiber);
-#endif
-		task_free(t);
-		return r;
-	}
+	if (r < 0)
+		return spawn_undo(t, self, s, out, r);
+	return 0;
+}
+
+int ql_go(struct ql_exec *ex, void (*fn)(void *), void *arg, const struct ql_task_opts *opts,
+	  struct ql_task **out)
+{
+	struct ql_worker *self = ql__self;
+	struct ql_task *t;
+	int r;
+
+	if (out)
+		*out = NULL;
+	if (!ex || !fn)
+		return -EINVAL;
+	/*
+	 * The common spawn, kept short: by one of ex's workers (from a task or
+	 * a callback), with default options, outside any scope, while ex
+	 * accepts work from its own workers, with a pooled stack at hand.
+	 */
+	if (opts || !self || self->ex != ex || !self->nstack_pool ||
+	    (self->cur && self->cur->cur_scope) || ql__exec_state(ex) > QL_EXEC_CLOSING)
+		return go_general(ex, fn, arg, opts, out);
+	t = stack_pop(self);
+	task_init(t, ex, self, fn, arg, out != NULL, (++self->task_seq << 11) | (self->id + 1),
+		  NULL);
+	/* The handle must exist before the task can run (and end). */
+	if (out)
+		*out = t;
+	r = ql__job_spawn_local(self, &t->job);
+	if (__builtin_expect(r < 0, 0))
+		return spawn_undo(t, self, NULL, out, r);
 	return 0;
 }
 
