@@ -522,12 +522,11 @@ static struct ql_task *stack_get(struct ql_worker *w, size_t size)
 	return t;
 }
 
-/* The last reference is gone: back to the pool, or unmapped. */
-static void task_free(struct ql_task *t)
+/* task_free past its common case: a full pool, another executor, a stack of another size. */
+static __attribute__((noinline)) void task_free_slow(struct ql_task *t)
 {
 	struct ql_worker *w = ql__self;
 
-	/* Only line 1 is read: the release that got here touched nothing else. */
 	if (w && t->pooled && w->ex == t->ex) {
 		if (w->nstack_pool == QL_STACK_POOL_MAX)
 			stack_pool_spill(w);
@@ -535,6 +534,21 @@ static void task_free(struct ql_task *t)
 		return;
 	}
 	stack_unmap(t);
+}
+
+/* The last reference is gone: back to the pool, or unmapped. */
+static inline void task_free(struct ql_task *t)
+{
+	struct ql_worker *w = ql__self;
+
+	/* Line 1 is read (pooled, ex): the spawning side's, local to it. */
+	if (__builtin_expect(w && t->pooled && w->ex == t->ex &&
+				     w->nstack_pool < QL_STACK_POOL_MAX,
+			     1)) {
+		w->stack_pool[w->nstack_pool++] = t;
+		return;
+	}
+	task_free_slow(t);
 }
 
 static void task_ref(struct ql_task *t)
@@ -706,7 +720,7 @@ static void task_wake(struct ql_task *t)
 	ql__job_ready(t->ex, t->w, &t->job);
 }
 
-static void task_end(struct ql_worker *w, struct ql_task *t);
+static inline void task_end(struct ql_worker *w, struct ql_task *t);
 
 struct ql_ctx *ql__go_enter(struct ql_worker *w, struct ql_task *t)
 {
@@ -729,6 +743,19 @@ void ql__go_switch_san(struct ql_worker *w, struct ql_task *t, struct ql_ctx *c)
 }
 #endif
 
+/* ql__go_back for a task that yielded or parked. */
+static __attribute__((noinline)) int go_back_paused(struct ql_worker *w, struct ql_task *t)
+{
+	if (t->after == AFTER_YIELD) {
+		ql__ready_append(w, &t->job);
+		w->yielded = 1; /* the next pick looks at the queued tasks first */
+		return 0;
+	}
+	if (t->commit)
+		t->commit(t);
+	return 0;
+}
+
 int ql__go_back(struct ql_worker *w)
 {
 	struct ql_task *t;
@@ -738,19 +765,10 @@ int ql__go_back(struct ql_worker *w)
 	t = w->cur;
 	w->cur = NULL;
 	ql__chain = &w->fn_chain;
-	switch (t->after) {
-	case AFTER_YIELD:
-		ql__ready_append(w, &t->job);
-		w->yielded = 1; /* the next pick looks at the queued tasks first */
-		return 0;
-	case AFTER_PARK:
-		if (t->commit)
-			t->commit(t);
-		return 0;
-	default:
-		task_end(w, t);
-		return 1;
-	}
+	if (t->after != AFTER_EXIT)
+		return go_back_paused(w, t);
+	task_end(w, t);
+	return 1;
 }
 
 /* ------------------------------------------------------------ cancellation */
@@ -1276,54 +1294,23 @@ static void task_finish(struct ql_task *t)
 }
 
 /* On the scheduler's stack: the task ended; wake its joiners, drop its reference. */
-static void task_end(struct ql_worker *w, struct ql_task *t)
+/* task_end for a task in a scope: out of its member list. */
+static __attribute__((noinline)) void task_end_scope(struct ql_task *t)
+{
+	scope_leave(t->scope, t);
+	t->scope = NULL; /* idle again (struct ql_task) */
+}
+
+/*
+ * task_end for a task a joiner may wait on: done, trading the task's own
+ * hold for a plain one that keeps the record (its waiter list, its futex
+ * word) alive while the waiters are woken. Every waiter published itself
+ * before setting T_WAIT, so the list read under wlock below has all of them.
+ */
+static __attribute__((noinline)) void task_end_waited(struct ql_worker *w, struct ql_task *t)
 {
 	struct ql_task *list, *next;
-	struct ql_scope *s = t->scope;
 
-#ifdef QL_TSAN
-	__tsan_destroy_fiber(t->san_fiber);
-#endif
-	if (s) {
-		scope_leave(s, t);
-		t->scope = NULL; /* idle again (struct ql_task) */
-	}
-	t->cur_scope = NULL;
-	/*
-	 * Sole owner (no handle, no job holding it; the scope cannot hand one
-	 * out any more): nobody can join it, wait for it or take a reference
-	 * now, so there is nothing to publish. A detached task ends without a
-	 * single atomic read-modify-write.
-	 */
-	int v = atomic_load_explicit(&t->state, memory_order_acquire);
-
-	for (;;) {
-		if ((v & ~T_KILL) == T_RUN) {
-			w->tasks_ended++;
-			task_free(t);
-			return;
-		}
-		if (v & T_WAIT)
-			break;
-		/*
-		 * Nobody waits: done, and the task's own hold dropped, in one
-		 * CAS. acq_rel: the status and the task's effects go out with
-		 * it; a failure (a holder came or went, or a joiner set
-		 * T_WAIT) rereads. Another holder remains (v was not T_RUN):
-		 * the last to let go frees.
-		 */
-		if (atomic_compare_exchange_weak_explicit(&t->state, &v, v & ~T_RUN,
-							  memory_order_acq_rel, memory_order_acquire)) {
-			w->tasks_ended++;
-			return;
-		}
-	}
-	/*
-	 * A joiner may wait: done, trading the task's own hold for a plain one
-	 * that keeps the record (its waiter list, its futex word) alive while
-	 * the waiters are woken. Every waiter published itself before setting
-	 * T_WAIT, so the list read under wlock below has all of them.
-	 */
 	atomic_fetch_sub_explicit(&t->state, T_RUN - 1, memory_order_acq_rel);
 	spin_lock(&t->wlock);
 	list = atomic_load_explicit(&t->waiters, memory_order_relaxed);
@@ -1339,6 +1326,47 @@ static void task_end(struct ql_worker *w, struct ql_task *t)
 		futex_wake_all(&t->state);
 	w->tasks_ended++;
 	task_unref(t);
+}
+
+static inline void task_end(struct ql_worker *w, struct ql_task *t)
+{
+#ifdef QL_TSAN
+	__tsan_destroy_fiber(t->san_fiber);
+#endif
+	if (t->scope)
+		task_end_scope(t);
+	t->cur_scope = NULL;
+	/*
+	 * Sole owner (no handle, no job holding it; the scope cannot hand one
+	 * out any more): nobody can join it, wait for it or take a reference
+	 * now, so there is nothing to publish. A detached task ends without a
+	 * single atomic read-modify-write.
+	 */
+	int v = atomic_load_explicit(&t->state, memory_order_acquire);
+
+	for (;;) {
+		if ((v & ~T_KILL) == T_RUN) {
+			w->tasks_ended++;
+			task_free(t);
+			return;
+		}
+		if (v & T_WAIT) {
+			task_end_waited(w, t);
+			return;
+		}
+		/*
+		 * Nobody waits: done, and the task's own hold dropped, in one
+		 * CAS. acq_rel: the status and the task's effects go out with
+		 * it; a failure (a holder came or went, or a joiner set
+		 * T_WAIT) rereads. Another holder remains (v was not T_RUN):
+		 * the last to let go frees.
+		 */
+		if (atomic_compare_exchange_weak_explicit(&t->state, &v, v & ~T_RUN,
+							  memory_order_acq_rel, memory_order_acquire)) {
+			w->tasks_ended++;
+			return;
+		}
+	}
 }
 
 void ql_task_release(struct ql_task *t)
@@ -1417,16 +1445,12 @@ static int join_result(struct ql_task *t, int *status)
 	return t->panicked ? -EOWNERDEAD : 0;
 }
 
-int ql_join(struct ql_task *t, int *status)
+/* ql_join of a task that had not ended when it looked. */
+static __attribute__((noinline)) int join_wait(struct ql_task *t, int *status)
 {
 	struct ql_task *self;
 	int r;
 
-	if (!t)
-		return -EINVAL;
-	/* acquire: the ended task's status and effects are visible. */
-	if (task_done(t))
-		return join_result(t, status);
 	self = cur_task();
 	if (self == t)
 		return -EDEADLK;
@@ -1457,6 +1481,16 @@ int ql_join(struct ql_task *t, int *status)
 	}
 	atomic_fetch_sub_explicit(&t->outside_waiters, 1, memory_order_relaxed);
 	return join_result(t, status);
+}
+
+int ql_join(struct ql_task *t, int *status)
+{
+	if (!t)
+		return -EINVAL;
+	/* acquire: the ended task's status and effects are visible. */
+	if (task_done(t))
+		return join_result(t, status);
+	return join_wait(t, status);
 }
 
 /* ------------------------------------------------------------ yield, sleep */
