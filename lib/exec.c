@@ -663,6 +663,13 @@ static void wake(struct ql_worker *w, struct ql_worker *from)
 		return;
 	if (!atomic_exchange_explicit(&w->parked, 0, memory_order_seq_cst))
 		return;
+	/*
+	 * The parked count goes down with the flag, here, not when w gets to
+	 * run: a vCPU can take tens of microseconds to wake, and meanwhile
+	 * every spawn elsewhere would read the count as "someone to wake" and
+	 * walk the workers (wake_thief). Relaxed: a hint (see wake_thief).
+	 */
+	atomic_fetch_sub_explicit(&w->ex->nparked, 1, memory_order_relaxed);
 	if (from && from != w)
 		ql__ring_wake_from(&from->ring, &w->ring);
 	else
@@ -677,9 +684,12 @@ static void wake_thief(struct ql_worker *w, struct ql_worker *from)
 	/* Relaxed: a hint; a wrong guess costs one look, never a lost task. */
 	if (!atomic_load_explicit(&ex->nparked, memory_order_relaxed))
 		return;
-	for (unsigned i = 1; i < ex->nworkers; i++) {
-		struct ql_worker *v = ex->workers[(w->id + i) % ex->nworkers];
+	for (unsigned i = 1, j = w->id; i < ex->nworkers; i++) {
+		struct ql_worker *v;
 
+		if (++j == ex->nworkers)
+			j = 0;
+		v = ex->workers[j];
 		if (atomic_load_explicit(&v->parked, memory_order_relaxed)) {
 			wake(v, from);
 			return;
@@ -826,8 +836,13 @@ static void park(struct ql_worker *w)
 	atomic_store_explicit(&w->parked, 1, memory_order_seq_cst);
 	atomic_fetch_add_explicit(&ex->nparked, 1, memory_order_relaxed);
 	if (has_work(w) || ql__exec_state(ex) == QL_EXEC_STOPPING) {
-		atomic_store_explicit(&w->parked, 0, memory_order_relaxed);
-		atomic_fetch_sub_explicit(&ex->nparked, 1, memory_order_relaxed);
+		/*
+		 * Take the flag back. A waker that cleared it first also took
+		 * the count down (see wake), and its wake-up stays pending in
+		 * the ring: the next park returns at once, harmlessly.
+		 */
+		if (atomic_exchange_explicit(&w->parked, 0, memory_order_seq_cst))
+			atomic_fetch_sub_explicit(&ex->nparked, 1, memory_order_relaxed);
 		return;
 	}
 	WST_ADD(w, parks, 1);
@@ -844,9 +859,10 @@ static void park(struct ql_worker *w)
 		STAP_PROBE1(qilin, worker_park, w->id);
 	/* Blocks until a CQE: an I/O completion or a wake-up. */
 	ql__ring_run(&w->ring, 1, 0);
-	/* Whoever clears the flag first: 0 here means a waker did. */
+	/* Whoever clears the flag first: 0 here means a waker did (and took the count down). */
 	woken = !atomic_exchange_explicit(&w->parked, 0, memory_order_seq_cst);
-	atomic_fetch_sub_explicit(&ex->nparked, 1, memory_order_relaxed);
+	if (!woken)
+		atomic_fetch_sub_explicit(&ex->nparked, 1, memory_order_relaxed);
 	if (woken)
 		WST_ADD(w, wakeups, 1);
 	if (QL_TRACED(worker_unpark))
