@@ -213,6 +213,7 @@ void *ql__deque_pop_local(struct ql_deque *d)
 	atomic_store_explicit(&d->bottom, b, memory_order_seq_cst);
 	/* seq_cst: the other half of the pair above. */
 	t = atomic_load_explicit(&d->top, memory_order_seq_cst);
+	d->top_seen = t; /* fresher room for pushes, and peeks */
 	if (t > b) {
 		/*
 		 * Empty after all (thieves took the rest since the relaxed

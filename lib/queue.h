@@ -170,13 +170,16 @@ static inline int ql__deque_push_inline(struct ql_deque *d, void *item)
  * Owner only, a hint: the item the next ql__deque_pop_local() would return,
  * or NULL when the deque looked empty. A thief may take it meanwhile, run
  * it and free it, so the result is only ever an address to prefetch, never
- * to dereference. relaxed: nothing is read on the strength of it.
+ * to dereference. It judges emptiness by top_seen, not top, whose line a
+ * busy thief keeps in its own cache: an item already stolen may come back
+ * (a stale pointer, which a prefetch never faults on). relaxed: nothing is
+ * read on the strength of it.
  */
 static inline void *ql__deque_peek_local(const struct ql_deque *d)
 {
 	int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
 
-	if (b <= atomic_load_explicit(&d->top, memory_order_relaxed))
+	if (b <= d->top_seen)
 		return NULL;
 	return atomic_load_explicit(&d->slots[(b - 1) & d->mask], memory_order_relaxed);
 }
