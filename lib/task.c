@@ -36,9 +36,9 @@
  * task's stack reads the worker through cur_worker() (not inlined, not
  * cached) once per entry, and after a switch uses t->w.
  *
- * Cancellation. A task is cancelled by ql_cancel (T_KILL in t->state), or through a
- * scope on its chain of scopes (s->cancelled, set by ql_scope_cancel or by
- * the scope's deadline timer). Every blocking call checks cancel_reason()
+ * Cancellation. A task is cancelled by ql_cancel (T_KILL in t->state), or
+ * through a scope on its chain of scopes (s->cancelled, set by
+ * ql_scope_cancel or by the scope's deadline timer). Every blocking call checks cancel_reason()
  * before it parks; a canceller sets its flag first and then interrupts the
  * task where it is parked (task_interrupt): it takes it out of a join
  * wait-list, or asks the worker holding its I/O to cancel the operation
@@ -61,7 +61,12 @@
  * one compare-and-swap when T_WAIT is clear: no joiner can be waiting then,
  * since a joiner's fetch-or of T_WAIT and that CAS are both read-modify-writes
  * of the one word, so one of them sees the other. With T_WAIT set, the end
- * keeps a hold while it wakes the waiters, and drops it afterwards.
+ * keeps a hold while it wakes the waiters, and drops it afterwards. T_KILL,
+ * ql_cancel's flag, rides in the same word so that the running task reads
+ * it from the record's first line (see struct ql_task); it is no hold, and
+ * the end leaves it as it is. A handle released after the end, with no
+ * other holder, frees the record with a plain load: nobody can take a
+ * reference any more.
  */
 #include <assert.h>
 #include <errno.h>
