@@ -197,10 +197,15 @@ void *ql__deque_pop_local(struct ql_deque *d)
 	 * relaxed: a cheap exit for the common "nothing to do" poll, without
 	 * the seq_cst store below. top only grows, so a stale top is smaller
 	 * than the real one: if even the stale one reaches bottom, the deque
-	 * really is empty (only this thread could add items).
+	 * really is empty (only this thread could add items). It is kept as
+	 * top_seen: ql__deque_peek_local() then sees the deque empty too, and
+	 * does not hand out the stale pointers of items thieves took.
 	 */
-	if (atomic_load_explicit(&d->top, memory_order_relaxed) >= b)
+	t = atomic_load_explicit(&d->top, memory_order_relaxed);
+	if (t >= b) {
+		d->top_seen = t;
 		return NULL;
+	}
 	b--;
 	/*
 	 * seq_cst: claim index b before looking at top. This store and the
