@@ -38,13 +38,14 @@
  *
  * Cancellation. A task is cancelled by ql_cancel (T_KILL in t->state), or
  * through a scope on its chain of scopes (s->cancelled, set by
- * ql_scope_cancel or by the scope's deadline timer). Every blocking call checks cancel_reason()
- * before it parks; a canceller sets its flag first and then interrupts the
- * task where it is parked (task_interrupt): it takes it out of a join
- * wait-list, or asks the worker holding its I/O to cancel the operation
- * (IORING_OP_ASYNC_CANCEL, run on that worker, since only the owner touches
- * a ring). Flag-then-look on one side and publish-then-check-flag on the
- * other are seq_cst (or under one lock), so a cancel is never missed.
+ * ql_scope_cancel or by the scope's deadline timer). Every blocking call
+ * checks cancel_reason() before it parks; a canceller sets its flag first
+ * and then interrupts the task where it is parked (task_interrupt): it
+ * takes it out of a join wait-list, or asks the worker holding its I/O to
+ * cancel the operation (IORING_OP_ASYNC_CANCEL, run on that worker, since
+ * only the owner touches a ring). Flag-then-look on one side and
+ * publish-then-check-flag on the other are seq_cst (or under one lock), so
+ * a cancel is never missed.
  *
  * Locks. Two small spinlocks per task: `lock` guards join_target (the task
  * it waits for), `wlock` guards its list of waiting tasks. Order: a
@@ -804,25 +805,32 @@ static __attribute__((noinline)) int cancel_reason_scoped(struct ql_task *t)
 }
 
 /*
- * Why t's calls must fail now: 0, ECANCELED or ETIMEDOUT. Inline: every
- * blocking call and every yield asks, and a task outside any scope answers
- * with three loads.
+ * Why t's calls must fail now: 0, ECANCELED or ETIMEDOUT, with ex t's
+ * executor. Inline: every blocking call and every yield asks, and a task
+ * outside any scope answers with three loads.
  */
-static inline int cancel_reason(struct ql_task *t)
+static inline int cancel_reason_in(struct ql_task *t, struct ql_exec *ex)
 {
 	/* seq_cst: the task's half of the flag/park hand-shake. */
 	if (__builtin_expect(atomic_load_explicit(&t->state, memory_order_seq_cst) & T_KILL, 0))
 		return ECANCELED;
-	/*
-	 * Shutdown past its grace period cancels every task. Through t->w (the
-	 * worker running it, or where it parked), not t->ex: the record's line
-	 * 1 stays out of the running worker's cache (see struct ql_task).
-	 */
-	if (__builtin_expect(ql__exec_state(t->w->ex) == QL_EXEC_STOPPING, 0))
+	/* Shutdown past its grace period cancels every task. */
+	if (__builtin_expect(ql__exec_state(ex) == QL_EXEC_STOPPING, 0))
 		return ECANCELED;
 	if (!t->cur_scope)
 		return 0;
 	return cancel_reason_scoped(t);
+}
+
+/*
+ * The same with t->ex: one load from the record's second line, where a
+ * yield loop finds it in its cache (through t->w the executor is a chain of
+ * three dependent loads, 2 ns a yield). A task's end asks through t->w
+ * instead (see task_finish).
+ */
+static inline int cancel_reason(struct ql_task *t)
+{
+	return cancel_reason_in(t, t->ex);
 }
 
 /* On w, the worker holding t's operation: ask the kernel to cancel it. */
@@ -1272,7 +1280,12 @@ static void task_finish(struct ql_task *t)
 	if (__builtin_expect(!c->panicking && !c->recovered, 1)) {
 		/* No panic since the chain was last reset: it is idle already. */
 		assert(c->in_defer == 0 && c->panic_code == 0);
-		t->job.status = (r = cancel_reason(t)) ? -r : 0;
+		/*
+		 * Through t->w, not t->ex: the record's second line, which
+		 * only the spawning side writes, stays out of the cache of a
+		 * worker that stole the task (see struct ql_task).
+		 */
+		t->job.status = (r = cancel_reason_in(t, t->w->ex)) ? -r : 0;
 		task_exit(t);
 	}
 	if (c->panicking) {
