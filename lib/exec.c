@@ -773,6 +773,8 @@ static void maybe_probe_tick(struct ql_worker *w)
  * end), and its first frames go into the line just below the record.
  * A wrong guess costs two prefetches; the address may even be stale (a
  * thief took that task and it ended), which a prefetch never faults on.
+ * Only while stackful tasks run: a stream of callbacks and continuations
+ * (records from a warm slab, no stack) lost 3% to it (bench enop).
  */
 static inline void prefetch_next(struct ql_worker *w)
 {
@@ -812,7 +814,8 @@ static unsigned run_tick(struct ql_worker *w)
 
 		if (!t)
 			break;
-		prefetch_next(w);
+		if (t->kind == QL_JOB_GO)
+			prefetch_next(w);
 		run_task(w, t);
 		ran++;
 	}
