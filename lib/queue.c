@@ -194,14 +194,16 @@ void *ql__deque_pop_local(struct ql_deque *d)
 	/* relaxed: only this thread, the owner, ever writes bottom. */
 	b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
 	/*
-	 * relaxed: a cheap exit for the common "nothing to do" poll, without
-	 * the seq_cst store below. top only grows, so a stale top is smaller
+	 * A cheap exit for the common "nothing to do" poll, without the
+	 * seq_cst store below. top only grows, so a stale top is smaller
 	 * than the real one: if even the stale one reaches bottom, the deque
 	 * really is empty (only this thread could add items). It is kept as
 	 * top_seen: ql__deque_peek_local() then sees the deque empty too, and
 	 * does not hand out the stale pointers of items thieves took.
+	 * acquire, not relaxed, for that: a push may later reuse a slot on the
+	 * strength of top_seen alone (see ql__deque_push_inline).
 	 */
-	t = atomic_load_explicit(&d->top, memory_order_relaxed);
+	t = atomic_load_explicit(&d->top, memory_order_acquire);
 	if (t >= b) {
 		d->top_seen = t;
 		return NULL;

@@ -90,8 +90,11 @@ static inline void ql__prefetch_w(const void *p)
  *
  * Line 0 holds what the owner writes (bottom) together with what nobody
  * writes after init (slots, mask): a thief needs all three anyway, so it
- * pays one line transfer, not two. Line 1 holds top, which every thief's
- * CAS writes.
+ * pays one line transfer, not two. The owner's top_seen rides there too
+ * (written in the same operations as bottom). Line 1 holds top, which
+ * every thief's CAS writes, and which the owner loads only when it must:
+ * top_seen, the last top it loaded, is a lower bound of top (top only
+ * grows), good enough to know there is room for a push.
  */
 struct ql_deque {
 	alignas(QL_CACHELINE) _Atomic(int64_t) bottom; /* next free index; owner writes */
