@@ -864,10 +864,10 @@ static void park(struct ql_worker *w)
 	ql__ring_run(&w->ring, 1, 0);
 	/* Whoever clears the flag first: 0 here means a waker did (and took the count down). */
 	woken = !atomic_exchange_explicit(&w->parked, 0, memory_order_seq_cst);
-	if (!woken)
-		atomic_fetch_sub_explicit(&ex->nparked, 1, memory_order_relaxed);
 	if (woken)
 		WST_ADD(w, wakeups, 1);
+	else
+		atomic_fetch_sub_explicit(&ex->nparked, 1, memory_order_relaxed);
 	if (QL_TRACED(worker_unpark))
 		STAP_PROBE2(qilin, worker_unpark, w->id, woken);
 }

@@ -138,7 +138,6 @@
 
 #include "queue.h"
 
-
 /* ---------------------------------------------------------------- deque */
 
 int ql__deque_init(struct ql_deque *d, unsigned capacity)

@@ -109,7 +109,7 @@
 #define QL_GUARD (16u * 1024u)
 /* Idle stacks kept per worker, and idle defer chunks. */
 #define QL_CHUNK_POOL_MAX 64
-/* How many spawns ahead stack_get prefetches the pooled record it will hand out. */
+/* How many spawns ahead stack_pop prefetches the pooled record it will hand out. */
 #define QL_SPAWN_PREFETCH 4
 /* Largest stack accepted. */
 #define QL_STACK_MAX ((size_t)1 << 30)
@@ -155,8 +155,9 @@ static void spin_unlock(struct ql_spin *l)
  *           line, just below, goes with it);
  *   line 1  what only the spawning side writes (the id, the name, the
  *           executor, the idle join state) and what only blocked joins
- *           use: the worker that runs the task never reads it unless the
- *           task panics or has waiters;
+ *           use: a task that runs to its end without blocking or yielding
+ *           never has it read where it runs, unless it panics or has
+ *           waiters;
  *   line 2+ the defer chain and what the end reads, left in their initial
  *           state by the end (so spawn need not write them);
  *   the rest: blocking I/O, joins, scopes and the mapping's geometry,
@@ -531,14 +532,17 @@ static struct ql_task *stack_get(struct ql_worker *w, size_t size)
 	return t;
 }
 
-/* task_free past its common case: a full pool, another executor, a stack of another size. */
+/*
+ * task_free when the common case does not hold: the pool is full (it spills
+ * half, then takes t), or t cannot go to this pool at all. Out of line, so
+ * that the common case keeps no registers across a call.
+ */
 static __attribute__((noinline)) void task_free_slow(struct ql_task *t)
 {
 	struct ql_worker *w = ql__self;
 
 	if (w && t->pooled && w->ex == t->ex) {
-		if (w->nstack_pool == QL_STACK_POOL_MAX)
-			stack_pool_spill(w);
+		stack_pool_spill(w);
 		w->stack_pool[w->nstack_pool++] = t;
 		return;
 	}
@@ -566,11 +570,30 @@ static void task_ref(struct ql_task *t)
 	atomic_fetch_add_explicit(&t->state, 1, memory_order_relaxed);
 }
 
-static void task_unref(struct ql_task *t)
+/* task_unref while other holders may remain. */
+static __attribute__((noinline)) void task_unref_shared(struct ql_task *t)
 {
 	/* acq_rel: the freer sees every other holder's last writes. */
 	if (T_HOLDS(atomic_fetch_sub_explicit(&t->state, 1, memory_order_acq_rel)) == 1)
 		task_free(t);
+}
+
+static inline void task_unref(struct ql_task *t)
+{
+	/*
+	 * The usual last release, a handle after its join: the task ended and
+	 * the caller is the only holder left. Nobody else can take a reference
+	 * now (every holder comes from an existing one, and the end has let go
+	 * of its own), so the record is the caller's alone and goes back
+	 * without a locked instruction, which would wait for every earlier
+	 * load of a joiner's loop to finish. acquire: the other holders' last
+	 * writes happened before their decrements, which this load reads from.
+	 */
+	if (T_HOLDS(atomic_load_explicit(&t->state, memory_order_acquire)) == 1) {
+		task_free(t);
+		return;
+	}
+	task_unref_shared(t);
 }
 
 /* ------------------------------------------------------------ defer chains */
@@ -1120,14 +1143,14 @@ void ql__task_entry(void *arg)
 /*
  * Lines 0 and 1 of a new task's record, field by field (see struct
  * ql_task): the record is cold more often than not, and the rest of it is
- * idle already. The stack is not touched: the first run starts the context
+ * idle already. The queue link and the sampling flag are the spawn's
+ * (exec.c). The stack is not touched: the first run starts the context
  * (ql__ctx_start).
  */
 static inline void task_init(struct ql_task *t, struct ql_exec *ex, struct ql_worker *home,
 			     void (*fn)(void *), void *arg, int handle, uint64_t id,
 			     const char *name)
 {
-	t->job.node.next = NULL;
 	t->job.kind = QL_JOB_GO;
 	t->job.slab = 0;
 	t->job.sys = 0;
@@ -1392,22 +1415,8 @@ static inline void task_end(struct ql_worker *w, struct ql_task *t)
 
 void ql_task_release(struct ql_task *t)
 {
-	if (!t)
-		return;
-	/*
-	 * The usual case after a join: the task ended and this handle is the
-	 * last holder. Nobody else can take a reference now (every holder
-	 * comes from an existing one, and the end has let go of its own), so
-	 * the record is ours alone and goes back without a locked
-	 * instruction, which would wait for every earlier load of the
-	 * joiner's loop to finish. acquire: the other holders' last writes
-	 * happened before their decrements, which this load reads from.
-	 */
-	if (T_HOLDS(atomic_load_explicit(&t->state, memory_order_acquire)) == 1) {
-		task_free(t);
-		return;
-	}
-	task_unref(t);
+	if (t)
+		task_unref(t);
 }
 
 uint64_t ql_task_id(const struct ql_task *t)
